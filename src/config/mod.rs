@@ -1,0 +1,442 @@
+//! The lab configuration: topology, components and the policies they enforce.
+//!
+//! A lab is a TOML file (the default one, `fixtures/labs/default.toml`, is
+//! embedded in the binary). Scenarios name a lab and may override any of its
+//! fields in a `[config]` table. Every field is documented in the default lab.
+
+mod validate;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::input::{InputError, Source, split_serde_path};
+
+pub use validate::{DeviceProcess, Resolved};
+
+/// The embedded default lab.
+pub const DEFAULT_LAB: &str = include_str!("../../fixtures/labs/default.toml");
+
+/// Name under which scenarios refer to the embedded default lab.
+pub const DEFAULT_LAB_NAME: &str = "default";
+
+/// A whole lab.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabConfig {
+    /// Short name, recorded in traces.
+    pub name: String,
+    /// Simulated wall-clock time at the start of every run (RFC 3339).
+    pub epoch: String,
+    /// Simulator settings.
+    pub sim: SimConfig,
+    /// Hosts by name.
+    pub hosts: IndexMap<String, HostConfig>,
+    /// DNS: name -> host. Application domains point at the gateway.
+    pub dns: IndexMap<String, String>,
+    /// The mock identity provider.
+    pub idp: IdpConfig,
+    /// The access gateway.
+    pub gateway: GatewayConfig,
+    /// Origin applications behind the gateway, by application name.
+    pub origins: IndexMap<String, OriginConfig>,
+    /// A public web site (the rest of the internet).
+    pub web: WebConfig,
+    /// The attacker's host.
+    pub attacker: AttackerConfig,
+    /// The simulated Windows device.
+    pub device: DeviceConfig,
+    /// The device agent.
+    pub agent: AgentConfig,
+    /// The firewall model.
+    pub firewall: FirewallConfig,
+    /// The mandatory-authentication policy (what the administrator asked for).
+    pub lockdown: LockdownConfig,
+    /// The oracle's tolerances.
+    pub oracle: OracleConfig,
+}
+
+/// Simulator settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// turmoil's fixed tick.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// One-way latency of every link.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// How long a step may take before its outcome is `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub step_timeout: Duration,
+}
+
+/// One host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Its address.
+    pub ip: IpAddr,
+}
+
+/// A signing algorithm for identity tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SigningAlg {
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+}
+
+/// The mock identity provider.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    /// Host it runs on.
+    pub host: String,
+    /// Issuer URL (also its base URL).
+    pub issuer: String,
+    /// ID token signing algorithm.
+    pub signing_alg: SigningAlg,
+    /// Lifetime of ID and access tokens.
+    #[serde(with = "humantime_serde")]
+    pub id_token_ttl: Duration,
+    /// Lifetime of the IdP's own login session (SSO cookie).
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Lifetime of an authorization code.
+    #[serde(with = "humantime_serde")]
+    pub code_ttl: Duration,
+    /// Registered clients.
+    pub clients: Vec<IdpClient>,
+    /// Users.
+    pub users: Vec<IdpUser>,
+}
+
+/// A registered OIDC client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpClient {
+    /// `client_id`.
+    pub client_id: String,
+    /// `client_secret` (client_secret_basic or client_secret_post).
+    pub client_secret: String,
+    /// Exact redirect URIs.
+    pub redirect_uris: Vec<String>,
+}
+
+/// A user of the identity provider.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpUser {
+    /// Login name (also the `sub`).
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Email claim.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Groups claim.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// The access gateway.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Host it runs on.
+    pub host: String,
+    /// Base URL of the gateway's own endpoints (login, callback, device API).
+    pub auth_url: String,
+    /// Issuer URL of the identity provider it trusts.
+    pub idp_issuer: String,
+    /// Its OIDC client id at the identity provider.
+    pub client_id: String,
+    /// Its OIDC client secret.
+    pub client_secret: String,
+    /// Lifetime of a gateway session.
+    #[serde(with = "humantime_serde")]
+    pub session_duration: Duration,
+    /// Clock leeway when checking `exp`, `iat` and `nbf` of ID tokens.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Lifetime of an app token handed to origins.
+    #[serde(with = "humantime_serde")]
+    pub app_token_ttl: Duration,
+    /// Deliberately broken: forward requests whose session has expired.
+    #[serde(default)]
+    pub danger_skip_expiry_check: bool,
+    /// Deliberately broken: forward requests whose session was revoked.
+    #[serde(default)]
+    pub danger_skip_revocation_check: bool,
+    /// Protected applications.
+    pub apps: Vec<AppConfig>,
+}
+
+/// One protected application.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Name (also the app token's audience).
+    pub name: String,
+    /// The domain users browse to (resolves to the gateway).
+    pub domain: String,
+    /// Where the gateway forwards requests.
+    pub origin: String,
+    /// Groups allowed in (policy: allow if the user is in any of them).
+    pub allow_groups: Vec<String>,
+}
+
+/// An origin application.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// Host it runs on.
+    pub host: String,
+    /// Port it listens on.
+    pub port: u16,
+}
+
+/// A public web site.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Host it runs on.
+    pub host: String,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Port of its long-lived stream (echo) service.
+    pub stream_port: u16,
+}
+
+/// The attacker's host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackerConfig {
+    /// Host it runs on.
+    pub host: String,
+}
+
+/// The simulated Windows device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Host it runs on.
+    pub host: String,
+    /// Device id that gateway sessions are bound to.
+    pub id: String,
+    /// The Windows user who signs in at the console.
+    pub interactive_user: String,
+    /// Applications installed on the device.
+    pub processes: Vec<ProcessConfig>,
+}
+
+/// An application on the device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Lab name, used by scenarios.
+    pub name: String,
+    /// Image path (a Windows path such as `C:\Program Files\App\app.exe`).
+    pub image: String,
+    /// Account it runs as (`SYSTEM` or a user name).
+    pub user: String,
+}
+
+/// How the agent's firewall objects live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterLifetime {
+    /// In a dynamic session: gone when the agent process dies (fails open).
+    Dynamic,
+    /// Static: survive the agent, gone on BFE restart or reboot.
+    Static,
+    /// Persistent: survive reboots (fails closed).
+    Persistent,
+}
+
+/// The device agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Image of the agent service.
+    pub service_image: String,
+    /// Image of the sign-in window process.
+    pub auth_image: String,
+    /// Base URL of the gateway it registers with.
+    pub gateway_url: String,
+    /// How often it checks its session with the gateway.
+    #[serde(with = "humantime_serde")]
+    pub session_poll: Duration,
+    /// How long before the session's expiry it re-engages the lockdown.
+    #[serde(with = "humantime_serde")]
+    pub relock_margin: Duration,
+    /// Lifetime of its firewall objects.
+    pub filter_lifetime: FilterLifetime,
+    /// Weight of its WFP sublayer.
+    pub sublayer_weight: u16,
+    /// Deliberately broken: never re-engage the lockdown after sign-in.
+    #[serde(default)]
+    pub danger_forget_relock: bool,
+}
+
+/// The firewall model.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// Deliberately broken: never re-authorize established flows.
+    #[serde(default)]
+    pub danger_skip_reauthorization: bool,
+}
+
+/// The mandatory-authentication policy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockdownConfig {
+    /// Whether loopback traffic stays allowed while locked.
+    pub allow_loopback: bool,
+    /// Process-specific exceptions.
+    pub allow: Vec<LockdownException>,
+}
+
+/// One process-specific exception of the lockdown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockdownException {
+    /// Lab name of the process (`lockstep-agent`, `lockstep-auth`, or a device process).
+    pub process: String,
+    /// Destinations as `name:port`.
+    pub to: Vec<String>,
+}
+
+/// The oracle's tolerances.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OracleConfig {
+    /// Flows tolerated this long after a session's expiry.
+    #[serde(with = "humantime_serde")]
+    pub expiry_grace: Duration,
+    /// Flows tolerated this long after a revocation.
+    #[serde(with = "humantime_serde")]
+    pub revocation_grace: Duration,
+}
+
+/// Lab name of the agent service process.
+pub const AGENT_PROCESS: &str = "lockstep-agent";
+/// Lab name of the sign-in window process.
+pub const AUTH_PROCESS: &str = "lockstep-auth";
+
+impl LabConfig {
+    /// Parses and validates a lab file.
+    pub fn parse(source: &Source) -> Result<(LabConfig, Resolved), InputError> {
+        let config: LabConfig = toml::from_str(&source.text).map_err(|e| source.toml_error(&e))?;
+        let resolved = config.validate().map_err(|e| source.error(source.locate(&e.path), e.message))?;
+        Ok((config, resolved))
+    }
+
+    /// The embedded default lab.
+    pub fn default_source() -> Source {
+        Source::new("<embedded default lab>", DEFAULT_LAB)
+    }
+
+    /// Applies a scenario's `[config]` overrides to the lab `base` and
+    /// validates the result. Errors point into `overrides_source` at the
+    /// offending key (under `[config]`) when the override caused them.
+    pub fn with_overrides(
+        base: &Source,
+        overrides: &toml::Table,
+        overrides_source: &Source,
+    ) -> Result<(LabConfig, Resolved), InputError> {
+        let mut merged: toml::Table = toml::from_str(&base.text).map_err(|e| base.toml_error(&e))?;
+        merge_tables(&mut merged, overrides);
+        let locate = |path: &[String]| -> InputError {
+            let mut in_override = vec!["config".to_string()];
+            in_override.extend(path.iter().cloned());
+            match overrides_source.locate(&in_override) {
+                Some(span) => overrides_source.error(Some(span), ""),
+                None => match base.locate(path) {
+                    Some(span) => base.error(Some(span), ""),
+                    None => overrides_source.error(overrides_source.locate(&["config".to_string()]), ""),
+                },
+            }
+        };
+        let config: LabConfig = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            let path = split_serde_path(&e.path().to_string());
+            let mut err = locate(&path);
+            err.message = format!("config.{}: {}", e.path(), e.inner().message().trim_end());
+            err
+        })?;
+        let resolved = config.validate().map_err(|e| {
+            let mut err = locate(&e.path);
+            err.message = e.message;
+            err
+        })?;
+        Ok((config, resolved))
+    }
+
+    /// The simulated wall-clock time at t = 0.
+    pub fn epoch_millis(&self) -> Result<crate::net::UnixMillis, String> {
+        crate::net::UnixMillis::parse_rfc3339(&self.epoch)
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, anything else
+/// (including arrays) is replaced.
+pub fn merge_tables(base: &mut toml::Table, overlay: &toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_lab_is_valid() {
+        let (lab, resolved) = LabConfig::parse(&LabConfig::default_source()).unwrap();
+        assert_eq!(lab.name, "default");
+        assert!(resolved.lockdown.allow.iter().any(|r| r.process == AUTH_PROCESS));
+    }
+
+    #[test]
+    fn override_typo_is_located_in_the_scenario() {
+        let scenario = Source::new("s.toml", "name = \"x\"\n[config.gateway]\ndanger_skip_expiry_chek = true\n");
+        let table: toml::Table = toml::from_str(&scenario.text).unwrap();
+        let overrides = table["config"].as_table().unwrap();
+        let err = LabConfig::with_overrides(&LabConfig::default_source(), overrides, &scenario).unwrap_err();
+        assert_eq!(err.file, "s.toml");
+        assert_eq!(err.position, Some((3, 1)), "{err}");
+        assert!(err.message.contains("danger_skip_expiry_chek"), "{err}");
+    }
+
+    #[test]
+    fn override_of_a_wrong_type_is_located() {
+        let scenario = Source::new("s.toml", "[config.gateway]\nsession_duration = 10\n");
+        let table: toml::Table = toml::from_str(&scenario.text).unwrap();
+        let overrides = table["config"].as_table().unwrap();
+        let err = LabConfig::with_overrides(&LabConfig::default_source(), overrides, &scenario).unwrap_err();
+        assert_eq!(err.position, Some((2, 1)), "{err}");
+        assert!(err.message.contains("gateway.session_duration"), "{err}");
+    }
+
+    #[test]
+    fn merge_replaces_scalars_and_arrays_and_merges_tables() {
+        let mut base: toml::Table = toml::from_str("a = 1\n[t]\nx = 1\ny = [1, 2]\n").unwrap();
+        let overlay: toml::Table = toml::from_str("[t]\ny = [3]\nz = true\n").unwrap();
+        merge_tables(&mut base, &overlay);
+        assert_eq!(base["a"].as_integer(), Some(1));
+        assert_eq!(base["t"]["x"].as_integer(), Some(1));
+        assert_eq!(base["t"]["y"].as_array().unwrap().len(), 1);
+        assert_eq!(base["t"]["z"].as_bool(), Some(true));
+    }
+}

@@ -1,0 +1,212 @@
+//! Semantic checks of a lab, and the values derived from it.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use indexmap::IndexMap;
+
+use super::{AGENT_PROCESS, AUTH_PROCESS, LabConfig};
+use crate::net::{Directory, UnixMillis};
+use crate::trace::{AllowRule, EnforcementSpec};
+use crate::wfp::AppId;
+
+/// A semantic error: the path of the offending field and what is wrong.
+#[derive(Debug)]
+pub struct ValidationError {
+    /// Field path, e.g. `["lockdown", "allow", "0", "process"]`.
+    pub path: Vec<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(path: &[&str], message: impl Into<String>) -> ValidationError {
+    ValidationError {
+        path: path.iter().map(|s| s.to_string()).collect(),
+        message: format!("{}: {}", dotted(path), message.into()),
+    }
+}
+
+fn dotted(path: &[&str]) -> String {
+    let mut s = String::new();
+    for p in path {
+        if p.parse::<usize>().is_ok() {
+            s.push_str(&format!("[{p}]"));
+        } else {
+            if !s.is_empty() {
+                s.push('.');
+            }
+            s.push_str(p);
+        }
+    }
+    s
+}
+
+/// A process of the device, with its identity resolved.
+#[derive(Clone, Debug)]
+pub struct DeviceProcess {
+    /// Lab name.
+    pub name: String,
+    /// Image path as configured.
+    pub image: String,
+    /// Normalized app id.
+    pub app_id: AppId,
+    /// Account.
+    pub user: String,
+}
+
+/// What a valid lab resolves to.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// Simulated time at t = 0.
+    pub epoch: UnixMillis,
+    /// Host name -> address.
+    pub hosts: IndexMap<String, IpAddr>,
+    /// The lab's DNS.
+    pub directory: Directory,
+    /// Every process that can run on the device, the agent's two included.
+    pub processes: IndexMap<String, DeviceProcess>,
+    /// The lockdown policy, resolved: what the oracle checks.
+    pub lockdown: EnforcementSpec,
+}
+
+impl LabConfig {
+    /// Checks cross-references and derives addresses and identities.
+    pub fn validate(&self) -> Result<Resolved, ValidationError> {
+        let epoch = UnixMillis::parse_rfc3339(&self.epoch).map_err(|e| err(&["epoch"], e))?;
+        if self.sim.tick.is_zero() || !self.sim.tick.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(err(&["sim", "tick"], "must be a positive whole number of milliseconds"));
+        }
+        if self.sim.step_timeout.is_zero() {
+            return Err(err(&["sim", "step_timeout"], "must be positive"));
+        }
+
+        let mut hosts = IndexMap::new();
+        let mut ips = BTreeSet::new();
+        for (name, host) in &self.hosts {
+            if !ips.insert(host.ip) {
+                return Err(err(&["hosts", name, "ip"], format!("address {} is used twice", host.ip)));
+            }
+            hosts.insert(name.clone(), host.ip);
+        }
+
+        let mut directory = Directory::default();
+        for (name, host) in &self.dns {
+            let ip = hosts.get(host).ok_or_else(|| err(&["dns", name], format!("unknown host `{host}`")))?;
+            directory.insert(name, *ip);
+        }
+
+        // Each component runs on its own host.
+        let mut used: IndexMap<&str, String> = IndexMap::new();
+        let mut claim = |host: &str, path: &[&str]| -> Result<(), ValidationError> {
+            if !hosts.contains_key(host) {
+                return Err(err(path, format!("unknown host `{host}` (declare it under [hosts])")));
+            }
+            if let Some(other) = used.insert(self.host_key(host), dotted(path)) {
+                return Err(err(path, format!("host `{host}` already runs {other}")));
+            }
+            Ok(())
+        };
+        claim(&self.idp.host, &["idp", "host"])?;
+        claim(&self.gateway.host, &["gateway", "host"])?;
+        for (app, origin) in &self.origins {
+            claim(&origin.host, &["origins", app, "host"])?;
+        }
+        claim(&self.web.host, &["web", "host"])?;
+        claim(&self.attacker.host, &["attacker", "host"])?;
+        claim(&self.device.host, &["device", "host"])?;
+
+        for (path, url) in [
+            (&["idp", "issuer"][..], &self.idp.issuer),
+            (&["gateway", "auth_url"][..], &self.gateway.auth_url),
+            (&["gateway", "idp_issuer"][..], &self.gateway.idp_issuer),
+            (&["agent", "gateway_url"][..], &self.agent.gateway_url),
+        ] {
+            directory.socket_addr_of(url).map_err(|e| err(path, e))?;
+        }
+
+        let mut app_names = BTreeSet::new();
+        for (i, app) in self.gateway.apps.iter().enumerate() {
+            let idx = i.to_string();
+            if !app_names.insert(app.name.as_str()) {
+                return Err(err(&["gateway", "apps", &idx, "name"], format!("app `{}` is declared twice", app.name)));
+            }
+            let domain_ip = directory.resolve(&app.domain).ok_or_else(|| {
+                err(&["gateway", "apps", &idx, "domain"], format!("`{}` is not in [dns]", app.domain))
+            })?;
+            if Some(&domain_ip) != hosts.get(&self.gateway.host) {
+                return Err(err(
+                    &["gateway", "apps", &idx, "domain"],
+                    format!("`{}` must resolve to the gateway host `{}`", app.domain, self.gateway.host),
+                ));
+            }
+            directory.socket_addr_of(&app.origin).map_err(|e| err(&["gateway", "apps", &idx, "origin"], e))?;
+            if !self.origins.contains_key(&app.name) {
+                return Err(err(
+                    &["gateway", "apps", &idx, "name"],
+                    format!("no [origins.{}] runs this app", app.name),
+                ));
+            }
+        }
+        for app in self.origins.keys() {
+            if !app_names.contains(app.as_str()) {
+                return Err(err(&["origins", app], format!("no gateway app is named `{app}`")));
+            }
+        }
+
+        let mut processes = IndexMap::new();
+        let agent_images = [
+            (AGENT_PROCESS, &self.agent.service_image, "SYSTEM", &["agent", "service_image"][..]),
+            (AUTH_PROCESS, &self.agent.auth_image, self.device.interactive_user.as_str(), &["agent", "auth_image"][..]),
+        ];
+        for (name, image, user, path) in agent_images {
+            let app_id = AppId::from_image_path(image).map_err(|e| err(path, e.to_string()))?;
+            processes.insert(
+                name.to_string(),
+                DeviceProcess { name: name.to_string(), image: image.clone(), app_id, user: user.to_string() },
+            );
+        }
+        for (i, p) in self.device.processes.iter().enumerate() {
+            let idx = i.to_string();
+            let app_id = AppId::from_image_path(&p.image)
+                .map_err(|e| err(&["device", "processes", &idx, "image"], e.to_string()))?;
+            if processes.contains_key(&p.name) {
+                return Err(err(&["device", "processes", &idx, "name"], format!("process name `{}` is taken", p.name)));
+            }
+            processes.insert(
+                p.name.clone(),
+                DeviceProcess { name: p.name.clone(), image: p.image.clone(), app_id, user: p.user.clone() },
+            );
+        }
+
+        let mut allow = Vec::new();
+        for (i, ex) in self.lockdown.allow.iter().enumerate() {
+            let idx = i.to_string();
+            let process = processes.get(&ex.process).ok_or_else(|| {
+                err(&["lockdown", "allow", &idx, "process"], format!("unknown process `{}`", ex.process))
+            })?;
+            let mut remote: Vec<SocketAddr> = Vec::new();
+            for (j, to) in ex.to.iter().enumerate() {
+                let addr = directory
+                    .socket_addr_of_endpoint(to)
+                    .map_err(|e| err(&["lockdown", "allow", &idx, "to", &j.to_string()], e))?;
+                remote.push(addr);
+            }
+            allow.push(AllowRule { process: ex.process.clone(), app_id: process.app_id.to_string(), remote });
+        }
+
+        let lockdown = EnforcementSpec {
+            device_host: self.device.host.clone(),
+            device_id: self.device.id.clone(),
+            allow,
+            allow_loopback: self.lockdown.allow_loopback,
+            expiry_grace_ms: crate::net::millis(self.oracle.expiry_grace),
+            revocation_grace_ms: crate::net::millis(self.oracle.revocation_grace),
+        };
+
+        Ok(Resolved { epoch, hosts, directory, processes, lockdown })
+    }
+
+    fn host_key<'a>(&'a self, host: &str) -> &'a str {
+        self.hosts.get_key_value(host).map(|(k, _)| k.as_str()).unwrap_or("")
+    }
+}

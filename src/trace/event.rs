@@ -1,0 +1,356 @@
+//! Trace event types.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::UnixMillis;
+
+/// One recorded event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the trace, from 0.
+    pub seq: u64,
+    /// Simulated time: milliseconds since the run's epoch.
+    pub t: u64,
+    /// The host that recorded it (`lab` for the driver).
+    pub host: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// A firewall verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Traffic allowed.
+    Permit,
+    /// Traffic dropped.
+    Block,
+}
+
+/// Direction of data on a flow, seen from the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Sent by the device.
+    Out,
+    /// Received by the device.
+    In,
+}
+
+/// What the gateway did with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayVerdict {
+    /// Proxied to the origin with an app token.
+    Forward,
+    /// Sent the browser to sign in (302).
+    Redirect,
+    /// Refused a non-browser request without a session (401).
+    Unauthorized,
+    /// Refused by policy (403).
+    Forbidden,
+    /// Malformed or unknown request (400/404).
+    Reject,
+    /// Served by the gateway itself (login flow, device API).
+    Serve,
+    /// The origin could not be reached (502).
+    BadGateway,
+}
+
+/// A filter as it appears in the trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FilterSummary {
+    /// The engine's filter id.
+    pub id: u64,
+    /// The filter's display name.
+    pub name: String,
+    /// WFP layer name.
+    pub layer: String,
+    /// Permit, block or veto.
+    pub action: String,
+    /// Dynamic, static or persistent.
+    pub lifetime: String,
+}
+
+/// One exception of the lockdown policy, resolved to addresses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllowRule {
+    /// The process's name in the lab.
+    pub process: String,
+    /// Its normalized app id (NT device path).
+    pub app_id: String,
+    /// Destinations it may reach while the device is locked.
+    pub remote: Vec<SocketAddr>,
+}
+
+/// The enforcement requirements a run is checked against: the lockdown
+/// policy the administrator asked for (not what the agent installed) and
+/// the oracle's tolerances. Recorded at the start of every run so that the
+/// oracle needs nothing but the trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnforcementSpec {
+    /// The device's host name in the trace.
+    pub device_host: String,
+    /// The device id that gateway sessions are bound to.
+    pub device_id: String,
+    /// Flows allowed while the device is not authenticated.
+    pub allow: Vec<AllowRule>,
+    /// Whether loopback traffic is allowed while locked.
+    pub allow_loopback: bool,
+    /// How long after a session's expiry flows are still tolerated (ms).
+    pub expiry_grace_ms: u64,
+    /// How long after a revocation flows are still tolerated (ms).
+    pub revocation_grace_ms: u64,
+}
+
+/// Everything that can happen in a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventBody {
+    // ---- driver ----
+    /// The run begins.
+    RunStarted {
+        /// Scenario name.
+        scenario: String,
+        /// Root seed.
+        seed: u64,
+        /// Simulated wall-clock time at t = 0.
+        epoch: UnixMillis,
+        /// The lab configuration's name.
+        lab: String,
+        /// What the oracle checks.
+        spec: EnforcementSpec,
+    },
+    /// A scenario step begins.
+    StepStarted {
+        /// 1-based step number.
+        step: usize,
+        /// What the step does, in words.
+        action: String,
+    },
+    /// A scenario step finished.
+    StepFinished {
+        /// 1-based step number.
+        step: usize,
+        /// What happened.
+        outcome: String,
+        /// What the scenario expected, if anything.
+        expected: Option<String>,
+        /// Whether the expectation held (true when nothing was expected).
+        ok: bool,
+    },
+    /// The run ended.
+    RunFinished {
+        /// Simulated milliseconds in all.
+        sim_ms: u64,
+    },
+
+    // ---- device operating system ----
+    /// The device finished booting (firewall engine up, services starting).
+    DeviceBooted {
+        /// Device id.
+        device: String,
+        /// Number of persistent filters loaded from the previous boot.
+        persistent_filters: usize,
+    },
+    /// A process started.
+    ProcessStarted {
+        /// Process id.
+        pid: u32,
+        /// Lab name of the process.
+        name: String,
+        /// Image path as launched.
+        image: String,
+        /// Account it runs as.
+        user: String,
+    },
+    /// A process ended.
+    ProcessExited {
+        /// Process id.
+        pid: u32,
+        /// Lab name of the process.
+        name: String,
+        /// Why (exited, killed, ...).
+        reason: String,
+    },
+
+    // ---- firewall (Base Filtering Engine) ----
+    /// A BFE session was opened.
+    WfpSessionOpened {
+        /// Session id.
+        session: u64,
+        /// Owning process.
+        pid: u32,
+        /// Session display name.
+        name: String,
+        /// Whether its objects die with it.
+        dynamic: bool,
+    },
+    /// A BFE session ended.
+    WfpSessionClosed {
+        /// Session id.
+        session: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A set of filter changes became visible at once.
+    WfpCommitted {
+        /// Session that made the change (0 for the engine itself).
+        session: u64,
+        /// Filters added.
+        added: Vec<FilterSummary>,
+        /// Filters deleted.
+        deleted: Vec<FilterSummary>,
+        /// Why they were deleted, when not explicitly (session ended, BFE stopped).
+        reason: Option<String>,
+    },
+
+    // ---- flows on the device ----
+    /// The firewall classified a new flow or re-authorized an existing one.
+    FlowDecision {
+        /// Flow id (present when a flow exists or was created).
+        flow: Option<u64>,
+        /// WFP layer name.
+        layer: String,
+        /// Process id.
+        pid: u32,
+        /// Lab name of the process.
+        process: String,
+        /// Normalized app id of the process.
+        app_id: String,
+        /// Account of the process.
+        user: String,
+        /// `tcp` or `udp`.
+        protocol: String,
+        /// Local endpoint.
+        local: SocketAddr,
+        /// Remote endpoint.
+        remote: SocketAddr,
+        /// Permit or block.
+        verdict: Verdict,
+        /// Name of the deciding filter (none: nothing matched, default permit).
+        filter: Option<String>,
+        /// Whether this was a re-authorization of an existing flow.
+        reauth: bool,
+    },
+    /// Data passed on an authorized flow.
+    FlowData {
+        /// Flow id.
+        flow: u64,
+        /// Which way.
+        direction: Direction,
+        /// How many bytes.
+        bytes: usize,
+    },
+    /// A flow ended.
+    FlowClosed {
+        /// Flow id.
+        flow: u64,
+        /// Why (closed, torn down by re-authorization, process exit, ...).
+        reason: String,
+    },
+
+    // ---- device agent ----
+    /// The agent changed state.
+    AgentState {
+        /// Previous state.
+        from: String,
+        /// New state.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+
+    // ---- identity provider ----
+    /// The IdP checked a user's credentials.
+    IdpLogin {
+        /// User name tried.
+        user: String,
+        /// `ok` or why not.
+        result: String,
+    },
+    /// The IdP issued tokens.
+    IdpTokenIssued {
+        /// Subject.
+        sub: String,
+        /// Client.
+        client_id: String,
+        /// ID token signing algorithm.
+        alg: String,
+        /// Key id used.
+        kid: String,
+    },
+    /// The IdP refused a request.
+    IdpRejected {
+        /// Endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+
+    // ---- gateway ----
+    /// The gateway created a session.
+    SessionIssued {
+        /// Session id.
+        sid: String,
+        /// User.
+        user: String,
+        /// Device the session is bound to (device registrations only).
+        device: Option<String>,
+        /// Trace time at which it expires.
+        expires_t: u64,
+    },
+    /// The gateway revoked a session.
+    SessionRevoked {
+        /// Session id.
+        sid: String,
+        /// Why.
+        reason: String,
+    },
+    /// The gateway decided on a request.
+    GatewayDecision {
+        /// Application, when the request was for one.
+        app: Option<String>,
+        /// HTTP method.
+        method: String,
+        /// Request path (no query string).
+        path: String,
+        /// Peer address.
+        peer: IpAddr,
+        /// What the gateway did.
+        verdict: GatewayVerdict,
+        /// Status returned.
+        status: u16,
+        /// Session presented, when one was recognised.
+        sid: Option<String>,
+        /// User of that session.
+        user: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// The gateway rejected an identity token or login response.
+    GatewayLoginRejected {
+        /// Why.
+        reason: String,
+    },
+
+    // ---- origins ----
+    /// An origin application received a request.
+    OriginRequest {
+        /// Application.
+        app: String,
+        /// Peer address.
+        peer: IpAddr,
+        /// Status returned.
+        status: u16,
+        /// Session id from the app token, when valid.
+        sid: Option<String>,
+        /// User from the app token, when valid.
+        user: Option<String>,
+        /// Why this status.
+        reason: String,
+    },
+}
