@@ -1,0 +1,580 @@
+//! The access gateway: an OpenID Connect relying party in front of the
+//! applications, holding the sessions that the device agent and browsers
+//! present, and forwarding allowed requests to origins with a signed app token.
+//!
+//! Requests are dispatched on their `Host`: the gateway's own domain
+//! (`auth_url`) serves the sign-in flow, the device API and the app-token
+//! keys; an application's domain is proxied to its origin when the request
+//! carries a live session that the app's policy allows. Without a session a
+//! browser is redirected to sign in (302) and a script (`X-Requested-With:
+//! XMLHttpRequest`) gets 401; a policy denial is 403.
+
+pub mod oidc;
+pub mod session;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::jwk::JwkSet;
+use url::Url;
+
+use self::oidc::{LoginError, PendingLogin, ProviderCache, RelyingParty, Target};
+use self::session::{
+    APP_COOKIE, Checks, DEVICE_AUDIENCE, GLOBAL_AUDIENCE, GLOBAL_COOKIE, Registry, Session, SessionClaims,
+    SessionProblem,
+};
+use crate::config::{AppConfig, GatewayConfig};
+use crate::http::cookies::cookie_value;
+use crate::http::{Fetch, HttpClient, PeerAddr};
+use crate::jose::{Expect, KeyError, SigningKey, jwk_set, verify};
+use crate::net::{Net, SharedClock, UnixMillis};
+use crate::protocol::{
+    APP_TOKEN_HEADER, AppTokenClaims, CERTS_PATH, DEVICE_HANDOFF_URL, DEVICE_SESSION_PATH, DeviceSessionInfo,
+    LOGIN_PATH,
+};
+use crate::rng::SeededRng;
+use crate::trace::{EventBody, GatewayVerdict, Recorder};
+
+/// Path of the OIDC redirect URI.
+pub const CALLBACK_PATH: &str = "/auth/callback";
+/// Path on an app's domain that turns a hand-off into an app cookie.
+pub const AUTHORIZED_PATH: &str = "/.lockstep/authorized";
+
+/// How long a sign-in may take from start to callback.
+const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Lifetime of the hand-off from the gateway's domain to an app domain.
+const HANDOFF_TTL: Duration = Duration::from_secs(60);
+/// Largest request body forwarded to an origin.
+const MAX_BODY: usize = 1 << 20;
+
+/// The gateway.
+pub struct Gateway {
+    config: GatewayConfig,
+    rp: RelyingParty,
+    auth_url: Url,
+    clock: SharedClock,
+    rng: SeededRng,
+    recorder: Recorder,
+    key: SigningKey,
+    http: HttpClient,
+    provider: tokio::sync::Mutex<ProviderCache>,
+    pending: Mutex<BTreeMap<String, PendingLogin>>,
+    registry: Mutex<Registry>,
+}
+
+/// Why the gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `auth_url` is not a URL.
+    #[error("gateway.auth_url: {0}")]
+    AuthUrl(String),
+    /// Its signing key could not be made.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+impl Gateway {
+    /// A gateway for `config`, talking to the world through `http`.
+    pub fn new(
+        config: GatewayConfig,
+        clock: SharedClock,
+        rng: SeededRng,
+        recorder: Recorder,
+        http: HttpClient,
+    ) -> Result<Self, GatewayError> {
+        let auth_url = Url::parse(&config.auth_url).map_err(|e| GatewayError::AuthUrl(e.to_string()))?;
+        let key = SigningKey::es256(&rng.child("signing-key"))?;
+        let rp = RelyingParty {
+            issuer: config.idp_issuer.clone(),
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            redirect_uri: format!("{}{CALLBACK_PATH}", config.auth_url.trim_end_matches('/')),
+            leeway_s: config.leeway.as_secs(),
+        };
+        Ok(Gateway {
+            config,
+            rp,
+            auth_url,
+            clock,
+            rng,
+            recorder,
+            key,
+            http,
+            provider: tokio::sync::Mutex::new(ProviderCache::default()),
+            pending: Mutex::new(BTreeMap::new()),
+            registry: Mutex::new(Registry::default()),
+        })
+    }
+
+    /// Serves the gateway on `addr` until the host stops.
+    pub async fn run(self: Arc<Self>, net: Net, addr: SocketAddr) -> io::Result<()> {
+        let listener = net.bind(addr).await?;
+        crate::http::serve(listener, self.router()).await
+    }
+
+    /// The gateway's single entry point.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(handle).with_state(self)
+    }
+
+    /// Revokes every live session of `user` (an administrator's action).
+    pub fn revoke_user(&self, user: &str) -> Vec<String> {
+        let now = self.clock.now();
+        let sids = self.registry().revoke_user(user, now);
+        for sid in &sids {
+            self.recorder
+                .record(EventBody::SessionRevoked { sid: sid.clone(), reason: "revoked by an administrator".into() });
+        }
+        sids
+    }
+
+    /// The public keys origins use to verify app tokens.
+    pub fn app_token_keys(&self) -> JwkSet {
+        jwk_set(&[&self.key])
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn checks(&self) -> Checks {
+        Checks { expiry: !self.config.danger_skip_expiry_check, revocation: !self.config.danger_skip_revocation_check }
+    }
+
+    fn issuer(&self) -> &str {
+        &self.config.auth_url
+    }
+
+    fn app_for_host(&self, host: &str) -> Option<&AppConfig> {
+        self.config.apps.iter().find(|a| a.domain.eq_ignore_ascii_case(host))
+    }
+
+    /// Verifies one of our own session tokens for `audience` and finds its
+    /// live session.
+    fn session_from_token(&self, token: &str, audience: &str) -> Result<Session, String> {
+        let now = self.clock.now();
+        let expect = Expect {
+            issuer: self.issuer(),
+            audience,
+            now,
+            leeway_s: 0,
+            danger_ignore_expiry: self.config.danger_skip_expiry_check,
+        };
+        let claims: SessionClaims = verify(token, &self.app_token_keys(), &expect).map_err(|e| e.to_string())?;
+        self.registry().live(&claims.sid, now, self.checks()).cloned().map_err(|p| p.as_str().to_string())
+    }
+
+    fn sign_session(
+        &self,
+        session: &Session,
+        audience: &str,
+        lifetime_end: UnixMillis,
+        path: Option<String>,
+    ) -> Result<String, KeyError> {
+        let now = self.clock.now();
+        self.key.sign(&SessionClaims {
+            iss: self.issuer().to_string(),
+            aud: audience.to_string(),
+            sub: session.user.clone(),
+            sid: session.sid.clone(),
+            iat: now.as_secs(),
+            exp: lifetime_end.as_secs(),
+            path,
+            device: session.device.clone(),
+        })
+    }
+
+    fn decide(
+        &self,
+        ctx: &RequestCtx,
+        app: Option<&str>,
+        verdict: GatewayVerdict,
+        status: Option<u16>,
+        session: Option<&Session>,
+        reason: &str,
+    ) {
+        self.recorder.record(EventBody::GatewayDecision {
+            app: app.map(str::to_string),
+            method: ctx.method.to_string(),
+            path: ctx.path.clone(),
+            peer: ctx.peer,
+            verdict,
+            status: status.unwrap_or(0),
+            sid: session.map(|s| s.sid.clone()),
+            user: session.map(|s| s.user.clone()),
+            reason: reason.to_string(),
+        });
+    }
+
+    fn app_url(&self, app: &AppConfig, path_and_query: &str) -> String {
+        let port = self.auth_url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{}://{}{port}{path_and_query}", self.auth_url.scheme(), app.domain)
+    }
+
+    fn login_redirect_url(&self, target: &str) -> String {
+        let mut url = self.auth_url.clone();
+        url.set_path(LOGIN_PATH);
+        url.query_pairs_mut().append_pair("target", target);
+        url.to_string()
+    }
+}
+
+/// What the handlers need to know about a request.
+struct RequestCtx {
+    method: Method,
+    host: String,
+    path: String,
+    path_and_query: String,
+    query: BTreeMap<String, String>,
+    peer: IpAddr,
+    headers: HeaderMap,
+}
+
+async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<PeerAddr>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map(|(n, _)| n).unwrap_or(h).to_ascii_lowercase())
+        .unwrap_or_default();
+    let query: BTreeMap<String, String> =
+        parts.uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let ctx = RequestCtx {
+        method: parts.method.clone(),
+        host,
+        path: parts.uri.path().to_string(),
+        path_and_query: parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
+        query,
+        peer: peer.0.ip(),
+        headers: parts.headers,
+    };
+    let auth_host = gw.auth_url.host_str().unwrap_or("").to_ascii_lowercase();
+    if ctx.host == auth_host {
+        return match ctx.path.as_str() {
+            LOGIN_PATH => login_start(&gw, &ctx).await,
+            CALLBACK_PATH => callback(&gw, &ctx).await,
+            DEVICE_SESSION_PATH => device_session(&gw, &ctx),
+            CERTS_PATH => {
+                gw.decide(&ctx, None, GatewayVerdict::Serve, Some(200), None, "app token keys");
+                axum::Json(gw.app_token_keys()).into_response()
+            }
+            _ => reject(&gw, &ctx, None, StatusCode::NOT_FOUND, "no such endpoint"),
+        };
+    }
+    let Some(app) = gw.app_for_host(&ctx.host).cloned() else {
+        return reject(&gw, &ctx, None, StatusCode::NOT_FOUND, "unknown host");
+    };
+    if ctx.path == AUTHORIZED_PATH {
+        return authorized(&gw, &ctx, &app);
+    }
+    app_request(&gw, ctx, &app, body).await
+}
+
+fn reject(gw: &Gateway, ctx: &RequestCtx, app: Option<&str>, status: StatusCode, reason: &str) -> Response {
+    gw.decide(ctx, app, GatewayVerdict::Reject, Some(status.as_u16()), None, reason);
+    (status, reason.to_string()).into_response()
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "bad redirect").into_response(),
+    }
+}
+
+fn with_cookie(mut response: Response, cookie: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+async fn login_start(gw: &Gateway, ctx: &RequestCtx) -> Response {
+    let target = if let Some(device) = ctx.query.get("device") {
+        Target::Device { device: device.clone() }
+    } else {
+        let url = ctx.query.get("target").and_then(|t| Url::parse(t).ok());
+        let app = url.as_ref().and_then(|u| u.host_str()).and_then(|h| gw.app_for_host(h)).map(|a| a.name.clone());
+        match (url, app) {
+            (Some(url), Some(app)) => Target::App { app, url },
+            // Never redirect to a domain that is not one of ours.
+            _ => return reject(gw, ctx, None, StatusCode::BAD_REQUEST, "target is not a protected application"),
+        }
+    };
+
+    // A live global session skips the identity provider.
+    if let (Target::App { app, url }, Some(cookie)) = (&target, cookie_value(&ctx.headers, GLOBAL_COOKIE))
+        && let Ok(session) = gw.session_from_token(&cookie, GLOBAL_AUDIENCE)
+    {
+        gw.decide(ctx, Some(app), GatewayVerdict::Serve, Some(302), Some(&session), "global session");
+        return handoff(gw, app, url, &session);
+    }
+
+    let metadata = match gw.rp.metadata(&gw.http, &gw.provider).await {
+        Ok(m) => m,
+        Err(e) => {
+            gw.recorder.record(EventBody::GatewayLoginRejected { reason: e.to_string() });
+            return reject(gw, ctx, None, StatusCode::BAD_GATEWAY, "identity provider unavailable");
+        }
+    };
+    let now = gw.clock.now();
+    let state = gw.rng.token(16);
+    let pending = PendingLogin { nonce: gw.rng.token(16), verifier: gw.rng.token(32), target, created: now };
+    let url = match gw.rp.authorization_url(&metadata, &state, &pending) {
+        Ok(u) => u,
+        Err(e) => return reject(gw, ctx, None, StatusCode::BAD_GATEWAY, &e.to_string()),
+    };
+    {
+        let mut pending_map = gw.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending_map.retain(|_, p| now.since(p.created) < PENDING_TTL);
+        pending_map.insert(state, pending);
+    }
+    gw.decide(ctx, None, GatewayVerdict::Serve, Some(302), None, "sign-in started");
+    redirect(url.as_str())
+}
+
+async fn callback(gw: &Gateway, ctx: &RequestCtx) -> Response {
+    let now = gw.clock.now();
+    let pending = ctx.query.get("state").and_then(|s| {
+        gw.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(s)
+            .filter(|p| now.since(p.created) < PENDING_TTL)
+    });
+    let result = match (pending, ctx.query.get("error"), ctx.query.get("code")) {
+        (None, _, _) => Err(LoginError::UnknownState),
+        (Some(_), Some(err), _) => Err(LoginError::Provider(err.clone())),
+        (Some(_), None, None) => Err(LoginError::Provider("no code".into())),
+        (Some(p), None, Some(code)) => {
+            gw.rp.complete(&gw.http, &gw.provider, code, &p, now).await.map(|claims| (p, claims))
+        }
+    };
+    let (pending, claims) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            gw.recorder.record(EventBody::GatewayLoginRejected { reason: e.to_string() });
+            gw.decide(ctx, None, GatewayVerdict::Reject, Some(401), None, "sign-in failed");
+            return (StatusCode::UNAUTHORIZED, format!("sign-in failed: {e}")).into_response();
+        }
+    };
+    let now = gw.clock.now();
+    let device = match &pending.target {
+        Target::Device { device } => Some(device.clone()),
+        Target::App { .. } => None,
+    };
+    let session = Session {
+        sid: gw.rng.hex_id(8),
+        user: claims.sub.clone(),
+        email: claims.email.clone().unwrap_or_default(),
+        groups: claims.groups.clone(),
+        device: device.clone(),
+        issued: now,
+        expires: now.plus(gw.config.session_duration),
+        revoked: None,
+    };
+    gw.registry().insert(session.clone());
+    gw.recorder.record(EventBody::SessionIssued {
+        sid: session.sid.clone(),
+        user: session.user.clone(),
+        device: device.clone(),
+        expires_t: gw.recorder.trace_time(session.expires),
+    });
+    gw.decide(ctx, None, GatewayVerdict::Serve, Some(302), Some(&session), "signed in");
+    match pending.target {
+        Target::Device { .. } => match gw.sign_session(&session, DEVICE_AUDIENCE, session.expires, None) {
+            Ok(token) => {
+                let mut url = format!("{DEVICE_HANDOFF_URL}?token=");
+                url.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+                redirect(&url)
+            }
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Target::App { app, url } => {
+            let response = handoff(gw, &app, &url, &session);
+            match gw.sign_session(&session, GLOBAL_AUDIENCE, session.expires, None) {
+                Ok(token) => with_cookie(response, &cookie(GLOBAL_COOKIE, &token, session.expires.since(now))),
+                Err(_) => response,
+            }
+        }
+    }
+}
+
+fn cookie(name: &str, value: &str, max_age: Duration) -> String {
+    format!("{name}={value}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax", max_age.as_secs())
+}
+
+/// Sends the browser to the app's domain with a short-lived hand-off token
+/// that the gateway turns into the app's cookie there.
+fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session) -> Response {
+    let now = gw.clock.now();
+    let mut path = url.path().to_string();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let end = now.plus(HANDOFF_TTL).min(session.expires);
+    let Ok(token) = gw.sign_session(session, app, end, Some(path)) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
+    };
+    let Some(app_config) = gw.config.apps.iter().find(|a| a.name == app) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "unknown app").into_response();
+    };
+    let mut location = gw.app_url(app_config, AUTHORIZED_PATH);
+    location.push_str("?token=");
+    location.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+    redirect(&location)
+}
+
+fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
+    let token = ctx.query.get("token").cloned().unwrap_or_default();
+    let now = gw.clock.now();
+    let expect = Expect { issuer: gw.issuer(), audience: &app.name, now, leeway_s: 0, danger_ignore_expiry: false };
+    let claims = match verify::<SessionClaims>(&token, &gw.app_token_keys(), &expect) {
+        Ok(c) if c.path.is_some() => c,
+        Ok(_) => return reject(gw, ctx, Some(&app.name), StatusCode::BAD_REQUEST, "not a hand-off token"),
+        Err(e) => return reject(gw, ctx, Some(&app.name), StatusCode::BAD_REQUEST, &format!("hand-off: {e}")),
+    };
+    let session = match gw.registry().live(&claims.sid, now, gw.checks()).cloned() {
+        Ok(s) => s,
+        Err(p) => return reject(gw, ctx, Some(&app.name), StatusCode::UNAUTHORIZED, p.as_str()),
+    };
+    let Ok(app_token) = gw.sign_session(&session, &app.name, session.expires, None) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
+    };
+    gw.decide(ctx, Some(&app.name), GatewayVerdict::Serve, Some(302), Some(&session), "app session set");
+    let path = claims.path.unwrap_or_else(|| "/".into());
+    let path = if path.starts_with('/') && !path.starts_with("//") { path } else { "/".into() };
+    with_cookie(redirect(&path), &cookie(APP_COOKIE, &app_token, session.expires.since(now)))
+}
+
+fn device_session(gw: &Gateway, ctx: &RequestCtx) -> Response {
+    let token = ctx
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    match gw.session_from_token(token, DEVICE_AUDIENCE) {
+        Ok(session) => match &session.device {
+            Some(device) => {
+                gw.decide(ctx, None, GatewayVerdict::Serve, Some(200), Some(&session), "device session live");
+                axum::Json(DeviceSessionInfo {
+                    sid: session.sid.clone(),
+                    user: session.user.clone(),
+                    device: device.clone(),
+                    expires_at: session.expires,
+                })
+                .into_response()
+            }
+            None => reject(gw, ctx, None, StatusCode::UNAUTHORIZED, "not a device session"),
+        },
+        Err(reason) => {
+            gw.decide(ctx, None, GatewayVerdict::Unauthorized, Some(401), None, &reason);
+            (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": reason }))).into_response()
+        }
+    }
+}
+
+async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body) -> Response {
+    let xhr = ctx
+        .headers
+        .get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest"));
+    let session = match cookie_value(&ctx.headers, APP_COOKIE) {
+        Some(token) => gw.session_from_token(&token, &app.name),
+        None => Err(SessionProblem::Unknown.as_str().replace("unknown", "no")),
+    };
+    let session = match session {
+        Ok(s) => s,
+        Err(reason) if xhr => {
+            gw.decide(&ctx, Some(&app.name), GatewayVerdict::Unauthorized, Some(401), None, &reason);
+            return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": reason }))).into_response();
+        }
+        Err(reason) => {
+            gw.decide(&ctx, Some(&app.name), GatewayVerdict::Redirect, Some(302), None, &reason);
+            return redirect(&gw.login_redirect_url(&gw.app_url(app, &ctx.path_and_query)));
+        }
+    };
+    if !session.groups.iter().any(|g| app.allow_groups.contains(g)) {
+        gw.decide(
+            &ctx,
+            Some(&app.name),
+            GatewayVerdict::Forbidden,
+            Some(403),
+            Some(&session),
+            "policy: no allowed group",
+        );
+        return (StatusCode::FORBIDDEN, "access denied by policy").into_response();
+    }
+
+    let now = gw.clock.now();
+    let app_token = match gw.key.sign(&AppTokenClaims {
+        iss: gw.issuer().to_string(),
+        aud: app.name.clone(),
+        sub: session.user.clone(),
+        email: session.email.clone(),
+        sid: session.sid.clone(),
+        iat: now.as_secs(),
+        exp: now.plus(gw.config.app_token_ttl).as_secs(),
+    }) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let upstream = match Url::parse(&format!("{}{}", app.origin.trim_end_matches('/'), ctx.path_and_query)) {
+        Ok(u) => u,
+        Err(e) => return reject(gw, &ctx, Some(&app.name), StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let body = match to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return reject(gw, &ctx, Some(&app.name), StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    gw.decide(&ctx, Some(&app.name), GatewayVerdict::Forward, None, Some(&session), "session live, policy allows");
+
+    let mut fetch = Fetch { method: ctx.method.clone(), url: upstream, headers: Vec::new(), body: None };
+    for (name, value) in &ctx.headers {
+        let skip = matches!(
+            name.as_str(),
+            "host" | "cookie" | "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te" | "upgrade"
+        ) || name.as_str() == APP_TOKEN_HEADER;
+        if !skip && let Ok(v) = value.to_str() {
+            fetch.headers.push((name.to_string(), v.to_string()));
+        }
+    }
+    fetch.headers.push((APP_TOKEN_HEADER.to_string(), app_token));
+    if !body.is_empty() {
+        let content_type = ctx
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        fetch.body = Some((content_type, body));
+    }
+    match gw.http.send(fetch).await {
+        Ok(r) => {
+            let mut response = Response::new(Body::from(r.body));
+            *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            for (name, value) in &r.headers {
+                if !matches!(name.as_str(), "connection" | "keep-alive" | "transfer-encoding" | "content-length") {
+                    response.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            response
+        }
+        Err(e) => {
+            gw.decide(&ctx, Some(&app.name), GatewayVerdict::BadGateway, Some(502), Some(&session), &e.to_string());
+            (StatusCode::BAD_GATEWAY, "origin unreachable").into_response()
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The gateway as an OpenID Connect relying party: discovery, JWKS with a
+//! refetch on unknown keys, the authorization code exchange with PKCE, and
+//! ID token validation.
+
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+use url::Url;
+
+use crate::http::{Fetch, HttpClient};
+use crate::jose::{Expect, TokenError, verify};
+use crate::net::UnixMillis;
+use crate::oauth::{ProviderMetadata, TokenResponse, pkce_challenge};
+
+/// Minimum time between two JWKS fetches triggered by unknown keys.
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a sign-in failed at the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The discovery document could not be fetched or is wrong.
+    #[error("discovery: {0}")]
+    Discovery(String),
+    /// The JWKS could not be fetched.
+    #[error("jwks: {0}")]
+    Jwks(String),
+    /// The token endpoint refused or failed.
+    #[error("token endpoint: {0}")]
+    TokenEndpoint(String),
+    /// The ID token failed validation.
+    #[error("id token: {0}")]
+    IdToken(#[from] TokenError),
+    /// The `state` is unknown or expired.
+    #[error("unknown or expired state")]
+    UnknownState,
+    /// The provider returned an error instead of a code.
+    #[error("provider error: {0}")]
+    Provider(String),
+}
+
+/// A sign-in in progress, keyed by its `state`.
+#[derive(Clone, Debug)]
+pub struct PendingLogin {
+    /// The nonce sent.
+    pub nonce: String,
+    /// The PKCE verifier.
+    pub verifier: String,
+    /// What to do after the sign-in.
+    pub target: Target,
+    /// When it started.
+    pub created: UnixMillis,
+}
+
+/// Where a sign-in leads.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Back to an application URL.
+    App {
+        /// App name.
+        app: String,
+        /// The URL the user asked for.
+        url: Url,
+    },
+    /// A device registration (the agent's sign-in window).
+    Device {
+        /// Device id.
+        device: String,
+    },
+}
+
+/// The ID token claims the gateway uses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct IdentityClaims {
+    /// Subject.
+    pub sub: String,
+    /// Email, if given.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Groups, if given.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Nonce echoed by the provider.
+    #[serde(default)]
+    pub nonce: Option<String>,
+}
+
+/// The relying party's cached view of its provider.
+#[derive(Debug, Default)]
+pub struct ProviderCache {
+    metadata: Option<ProviderMetadata>,
+    jwks: Option<JwkSet>,
+    jwks_fetched: Option<UnixMillis>,
+}
+
+/// Settings of the relying party.
+#[derive(Clone, Debug)]
+pub struct RelyingParty {
+    /// Expected issuer.
+    pub issuer: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: String,
+    /// Redirect URI registered at the provider.
+    pub redirect_uri: String,
+    /// Clock leeway in seconds.
+    pub leeway_s: u64,
+}
+
+impl RelyingParty {
+    /// Fetches (once) and checks the discovery document.
+    pub async fn metadata(
+        &self,
+        http: &HttpClient,
+        cache: &tokio::sync::Mutex<ProviderCache>,
+    ) -> Result<ProviderMetadata, LoginError> {
+        if let Some(m) = cache.lock().await.metadata.clone() {
+            return Ok(m);
+        }
+        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let url = Url::parse(&url).map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let response = http.send(Fetch::get(url)).await.map_err(|e| LoginError::Discovery(e.to_string()))?;
+        if response.status != 200 {
+            return Err(LoginError::Discovery(format!("status {}", response.status)));
+        }
+        let metadata: ProviderMetadata =
+            serde_json::from_slice(&response.body).map_err(|e| LoginError::Discovery(e.to_string()))?;
+        if metadata.issuer != self.issuer {
+            return Err(LoginError::Discovery(format!(
+                "issuer `{}` does not match the configured `{}`",
+                metadata.issuer, self.issuer
+            )));
+        }
+        cache.lock().await.metadata = Some(metadata.clone());
+        Ok(metadata)
+    }
+
+    /// The authorization request URL for a new sign-in.
+    pub fn authorization_url(
+        &self,
+        metadata: &ProviderMetadata,
+        state: &str,
+        pending: &PendingLogin,
+    ) -> Result<Url, LoginError> {
+        let mut url = Url::parse(&metadata.authorization_endpoint).map_err(|e| LoginError::Discovery(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", "openid email profile")
+            .append_pair("state", state)
+            .append_pair("nonce", &pending.nonce)
+            .append_pair("code_challenge", &pkce_challenge(&pending.verifier))
+            .append_pair("code_challenge_method", "S256");
+        Ok(url)
+    }
+
+    /// Exchanges `code` and validates the ID token it yields.
+    pub async fn complete(
+        &self,
+        http: &HttpClient,
+        cache: &tokio::sync::Mutex<ProviderCache>,
+        code: &str,
+        pending: &PendingLogin,
+        now: UnixMillis,
+    ) -> Result<IdentityClaims, LoginError> {
+        let metadata = self.metadata(http, cache).await?;
+        let url = Url::parse(&metadata.token_endpoint).map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let fields = [
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".to_string(), code.to_string()),
+            ("redirect_uri".to_string(), self.redirect_uri.clone()),
+            ("code_verifier".to_string(), pending.verifier.clone()),
+        ];
+        let basic = {
+            use base64::Engine as _;
+            let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                enc(&self.client_id),
+                enc(&self.client_secret)
+            ))
+        };
+        let response = http
+            .send(Fetch::post_form(url, &fields).header("authorization", format!("Basic {basic}")))
+            .await
+            .map_err(|e| LoginError::TokenEndpoint(e.to_string()))?;
+        if response.status != 200 {
+            return Err(LoginError::TokenEndpoint(format!("status {}: {}", response.status, response.text())));
+        }
+        let tokens: TokenResponse =
+            serde_json::from_slice(&response.body).map_err(|e| LoginError::TokenEndpoint(e.to_string()))?;
+        let id_token =
+            tokens.id_token.ok_or_else(|| LoginError::TokenEndpoint("no id_token in the response".into()))?;
+        let claims = self.validate(http, cache, &id_token, now).await?;
+        if claims.nonce.as_deref() != Some(pending.nonce.as_str()) {
+            return Err(LoginError::IdToken(TokenError::NonceMismatch));
+        }
+        Ok(claims)
+    }
+
+    async fn validate(
+        &self,
+        http: &HttpClient,
+        cache: &tokio::sync::Mutex<ProviderCache>,
+        id_token: &str,
+        now: UnixMillis,
+    ) -> Result<IdentityClaims, LoginError> {
+        let expect = Expect {
+            issuer: &self.issuer,
+            audience: &self.client_id,
+            now,
+            leeway_s: self.leeway_s,
+            danger_ignore_expiry: false,
+        };
+        let keys = self.jwks(http, cache, now, false).await?;
+        match verify::<IdentityClaims>(id_token, &keys, &expect) {
+            Err(TokenError::UnknownKey(_)) => {
+                // The provider may have rotated its keys: refetch, at a bounded rate.
+                let keys = self.jwks(http, cache, now, true).await?;
+                Ok(verify(id_token, &keys, &expect)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn jwks(
+        &self,
+        http: &HttpClient,
+        cache: &tokio::sync::Mutex<ProviderCache>,
+        now: UnixMillis,
+        refresh: bool,
+    ) -> Result<JwkSet, LoginError> {
+        {
+            let c = cache.lock().await;
+            let recently = c.jwks_fetched.is_some_and(|t| now.since(t) < JWKS_REFETCH_INTERVAL);
+            if let Some(keys) = &c.jwks
+                && (!refresh || recently)
+            {
+                return Ok(keys.clone());
+            }
+        }
+        let metadata = self.metadata(http, cache).await?;
+        let url = Url::parse(&metadata.jwks_uri).map_err(|e| LoginError::Jwks(e.to_string()))?;
+        let response = http.send(Fetch::get(url)).await.map_err(|e| LoginError::Jwks(e.to_string()))?;
+        if response.status != 200 {
+            return Err(LoginError::Jwks(format!("status {}", response.status)));
+        }
+        let keys: JwkSet = serde_json::from_slice(&response.body).map_err(|e| LoginError::Jwks(e.to_string()))?;
+        let mut c = cache.lock().await;
+        c.jwks = Some(keys.clone());
+        c.jwks_fetched = Some(now);
+        Ok(keys)
+    }
+}

@@ -1,0 +1,227 @@
+//! An HTTP/1.1 client over the seam, with one kept-alive connection per
+//! destination.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::sync::{Mutex, PoisonError};
+use url::Url;
+
+use crate::net::{Directory, Net};
+
+/// Why a request got no response.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The local firewall refused the connection.
+    #[error("blocked by the firewall: {0}")]
+    Blocked(String),
+    /// An established connection was torn down (e.g. by re-authorization).
+    #[error("connection cut: {0}")]
+    Cut(String),
+    /// Nothing listens there.
+    #[error("connection refused: {0}")]
+    Refused(String),
+    /// The URL cannot be fetched.
+    #[error("bad URL: {0}")]
+    BadUrl(String),
+    /// Any other transport or protocol failure.
+    #[error("{0}")]
+    Failed(String),
+    /// A redirect loop or an overlong chain.
+    #[error("too many redirects")]
+    TooManyRedirects,
+}
+
+impl FetchError {
+    /// Classifies an I/O error from the seam.
+    pub fn from_io(e: &io::Error) -> FetchError {
+        match e.kind() {
+            io::ErrorKind::PermissionDenied => FetchError::Blocked(e.to_string()),
+            io::ErrorKind::ConnectionAborted => FetchError::Cut(e.to_string()),
+            io::ErrorKind::ConnectionRefused => FetchError::Refused(e.to_string()),
+            _ => FetchError::Failed(e.to_string()),
+        }
+    }
+
+    /// Classifies a hyper error, looking through it for the I/O cause.
+    fn from_hyper(e: &hyper::Error) -> FetchError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<io::Error>() {
+                return FetchError::from_io(io);
+            }
+            source = s.source();
+        }
+        FetchError::Failed(e.to_string())
+    }
+}
+
+/// A complete response.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// The URL that was requested.
+    pub url: Url,
+}
+
+impl HttpResponse {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `Location` header resolved against the request URL.
+    pub fn location(&self) -> Option<Url> {
+        let loc = self.header("location")?;
+        self.url.join(loc).ok()
+    }
+
+    /// Whether this is a redirect.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self.status, 301 | 302 | 303 | 307 | 308)
+    }
+}
+
+/// A request to send.
+#[derive(Clone, Debug)]
+pub struct Fetch {
+    /// Method.
+    pub method: Method,
+    /// Absolute URL.
+    pub url: Url,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body and its content type.
+    pub body: Option<(String, Bytes)>,
+}
+
+impl Fetch {
+    /// A GET of `url`.
+    pub fn get(url: Url) -> Self {
+        Fetch { method: Method::GET, url, headers: Vec::new(), body: None }
+    }
+
+    /// A POST of a URL-encoded form.
+    pub fn post_form(url: Url, fields: &[(String, String)]) -> Self {
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        Fetch {
+            method: Method::POST,
+            url,
+            headers: Vec::new(),
+            body: Some(("application/x-www-form-urlencoded".into(), Bytes::from(body))),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// An HTTP client on one host's network. Cheap to clone; clones share
+/// connections.
+#[derive(Clone)]
+pub struct HttpClient {
+    net: Net,
+    directory: Directory,
+    pool: Arc<Mutex<BTreeMap<SocketAddr, SendRequest<Full<Bytes>>>>>,
+}
+
+impl HttpClient {
+    /// A client using `net`, resolving names with `directory`.
+    pub fn new(net: Net, directory: Directory) -> Self {
+        HttpClient { net, directory, pool: Arc::new(Mutex::new(BTreeMap::new())) }
+    }
+
+    /// The name service this client uses.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Sends one request (no redirects followed) and reads the whole response.
+    pub async fn send(&self, fetch: Fetch) -> Result<HttpResponse, FetchError> {
+        let addr = self.directory.socket_addr_of_url(&fetch.url).map_err(FetchError::BadUrl)?;
+        let request = build_request(&fetch)?;
+        let pooled = self.pool.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
+        let mut sender = match pooled {
+            Some(s) if !s.is_closed() => s,
+            _ => self.connect(addr).await?,
+        };
+        sender.ready().await.map_err(|e| FetchError::from_hyper(&e))?;
+        let response = sender.send_request(request).await.map_err(|e| FetchError::from_hyper(&e))?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| FetchError::from_hyper(&e))?.to_bytes();
+        if !sender.is_closed() {
+            self.pool.lock().unwrap_or_else(PoisonError::into_inner).insert(addr, sender);
+        }
+        Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body, url: fetch.url })
+    }
+
+    /// Drops every kept-alive connection.
+    pub fn close_all(&self) {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, FetchError> {
+        let stream = self.net.connect(addr).await.map_err(|e| FetchError::from_io(&e))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| FetchError::from_hyper(&e))?;
+        // The connection task lives as long as the connection: it ends when
+        // either side closes it, or with the host.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+fn build_request(fetch: &Fetch) -> Result<Request<Full<Bytes>>, FetchError> {
+    let host = fetch.url.host_str().ok_or_else(|| FetchError::BadUrl(format!("{} has no host", fetch.url)))?;
+    let host_header = match fetch.url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let mut path = fetch.url.path().to_string();
+    if let Some(q) = fetch.url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let mut builder = Request::builder().method(fetch.method.clone()).uri(path);
+    let headers = builder.headers_mut().ok_or_else(|| FetchError::BadUrl(fetch.url.to_string()))?;
+    headers.insert(header::HOST, HeaderValue::from_str(&host_header).map_err(|e| FetchError::BadUrl(e.to_string()))?);
+    for (name, value) in &fetch.headers {
+        let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| FetchError::BadUrl(e.to_string()))?;
+        let value = HeaderValue::from_str(value).map_err(|e| FetchError::BadUrl(e.to_string()))?;
+        headers.append(name, value);
+    }
+    let body = match &fetch.body {
+        Some((content_type, bytes)) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(content_type).map_err(|e| FetchError::BadUrl(e.to_string()))?,
+            );
+            Full::new(bytes.clone())
+        }
+        None => Full::new(Bytes::new()),
+    };
+    builder.body(body).map_err(|e| FetchError::BadUrl(e.to_string()))
+}

@@ -1,0 +1,12 @@
+//! HTTP over the seam: the same server and client code on simulated and real
+//! sockets.
+
+pub mod browser;
+pub mod client;
+pub mod cookies;
+pub mod form;
+pub mod server;
+
+pub use browser::{Browser, Credentials, Landing, Navigation};
+pub use client::{Fetch, FetchError, HttpClient, HttpResponse};
+pub use server::{PeerAddr, serve};

@@ -1,0 +1,114 @@
+//! An origin application behind the gateway.
+//!
+//! It trusts nothing but the app token: every request must carry one, signed
+//! by the gateway's key (fetched from the gateway's certs endpoint), for this
+//! app's audience, unexpired by the origin's own clock. Otherwise 403.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::jwk::JwkSet;
+use url::Url;
+
+use crate::http::{Fetch, HttpClient, PeerAddr};
+use crate::jose::{Expect, TokenError, verify};
+use crate::net::{Net, SharedClock};
+use crate::protocol::{APP_TOKEN_HEADER, AppTokenClaims, CERTS_PATH};
+use crate::trace::{EventBody, Recorder};
+
+/// An origin application.
+pub struct Origin {
+    app: String,
+    issuer: String,
+    clock: SharedClock,
+    recorder: Recorder,
+    http: HttpClient,
+    keys: tokio::sync::Mutex<Option<JwkSet>>,
+}
+
+impl Origin {
+    /// The origin of `app`, trusting app tokens issued by the gateway at `gateway_url`.
+    pub fn new(app: &str, gateway_url: &str, clock: SharedClock, recorder: Recorder, http: HttpClient) -> Self {
+        Origin {
+            app: app.to_string(),
+            issuer: gateway_url.to_string(),
+            clock,
+            recorder,
+            http,
+            keys: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Serves the app on `addr` until the host stops.
+    pub async fn run(self: Arc<Self>, net: Net, addr: SocketAddr) -> io::Result<()> {
+        let listener = net.bind(addr).await?;
+        crate::http::serve(listener, Router::new().fallback(handle).with_state(self)).await
+    }
+
+    async fn keys(&self, refresh: bool) -> Result<JwkSet, String> {
+        let mut cached = self.keys.lock().await;
+        if let Some(k) = cached.as_ref()
+            && !refresh
+        {
+            return Ok(k.clone());
+        }
+        let url =
+            Url::parse(&format!("{}{CERTS_PATH}", self.issuer.trim_end_matches('/'))).map_err(|e| e.to_string())?;
+        let response = self.http.send(Fetch::get(url)).await.map_err(|e| e.to_string())?;
+        if response.status != 200 {
+            return Err(format!("certs endpoint answered {}", response.status));
+        }
+        let keys: JwkSet = serde_json::from_slice(&response.body).map_err(|e| e.to_string())?;
+        *cached = Some(keys.clone());
+        Ok(keys)
+    }
+
+    async fn check(&self, token: &str) -> Result<AppTokenClaims, String> {
+        let expect = Expect {
+            issuer: &self.issuer,
+            audience: &self.app,
+            now: self.clock.now(),
+            leeway_s: 0,
+            danger_ignore_expiry: false,
+        };
+        let keys = self.keys(false).await?;
+        match verify::<AppTokenClaims>(token, &keys, &expect) {
+            Err(TokenError::UnknownKey(_)) => {
+                let keys = self.keys(true).await?;
+                verify(token, &keys, &expect).map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+async fn handle(State(origin): State<Arc<Origin>>, ConnectInfo(peer): ConnectInfo<PeerAddr>, req: Request) -> Response {
+    let token = req.headers().get(APP_TOKEN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let result = match token {
+        Some(t) => origin.check(&t).await,
+        None => Err("no app token".to_string()),
+    };
+    let (status, body, claims, reason) = match result {
+        Ok(c) => (
+            StatusCode::OK,
+            format!("{}: hello {} ({} {})\n", origin.app, c.sub, req.method(), req.uri().path()),
+            Some(c),
+            "app token valid".to_string(),
+        ),
+        Err(reason) => (StatusCode::FORBIDDEN, format!("{}: forbidden\n", origin.app), None, reason),
+    };
+    origin.recorder.record(EventBody::OriginRequest {
+        app: origin.app.clone(),
+        peer: peer.0.ip(),
+        status: status.as_u16(),
+        sid: claims.as_ref().map(|c| c.sid.clone()),
+        user: claims.as_ref().map(|c| c.sub.clone()),
+        reason,
+    });
+    (status, body).into_response()
+}
