@@ -1,0 +1,53 @@
+//! `lab`: the Lockstep command line.
+//!
+//! Exit codes (a contract other tooling relies on): 0 when everything
+//! passes, 1 on any failed expectation, invariant violation or lab error,
+//! 2 on usage or input errors.
+
+mod bench;
+mod run;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Lockstep: replay zero-trust enforcement scenarios in a deterministic
+/// simulation and check that enforcement never lapsed.
+#[derive(Parser)]
+#[command(name = "lab", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenario files or folders (default: ./scenarios, or the embedded
+    /// scenarios when there is no such folder) and write reports.
+    Run(run::RunArgs),
+    /// Run one scenario and print its trace (JSON Lines) on stdout.
+    Replay(run::ReplayArgs),
+    /// Measure scenario throughput against a bare turmoil baseline.
+    Bench(bench::BenchArgs),
+    /// Serve the lab's identity provider, gateway and apps on real loopback
+    /// sockets (real mode), for poking with a browser or curl.
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Replay(args) => run::replay(args),
+        Command::Bench(args) => bench::bench(args),
+        Command::Serve(args) => serve::serve(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lab: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The oracle: invariant checkers over a run's trace.
+//!
+//! Architecture invariant: the oracle reads the trace and nothing else. It
+//! takes the administrator's requirements from the run header
+//! (`run_started.spec`) and the ground truth of authentication from the
+//! gateway's session events, never from what the agent claims about itself.
+//!
+//! * **E1 (mandatory authentication)**: while the device holds no live
+//!   session, no flow of the device is permitted, and no data passes on a
+//!   flow, unless its process and destination are in the lockdown
+//!   allow-list (or it is loopback and loopback is allowed). A session's
+//!   end is tolerated for `expiry_grace` / `revocation_grace`.
+//! * **E4 (no forwarding without a session)**: every request the gateway
+//!   forwards, and every request an origin serves, carries a session that
+//!   is issued, unexpired and unrevoked at that instant (no grace).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::trace::{EnforcementSpec, Event, EventBody, GatewayVerdict, Trace, Verdict, format_offset};
+
+/// A broken invariant, located in the trace.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// `E1`, `E4`, or `T0` for a trace the oracle cannot read.
+    pub invariant: String,
+    /// Sequence number of the offending event.
+    pub seq: u64,
+    /// Its simulated time (ms).
+    pub t: u64,
+    /// Its host.
+    pub host: String,
+    /// What happened and why it is a violation.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at {} (event #{}, {}): {}",
+            self.invariant,
+            format_offset(self.t),
+            self.seq,
+            self.host,
+            self.message
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+struct SessionLife {
+    user: String,
+    device: Option<String>,
+    issued: u64,
+    expires: u64,
+    revoked: Option<u64>,
+}
+
+impl SessionLife {
+    /// Live at `t` with the given tolerances after its end.
+    fn live_at(&self, t: u64, expiry_grace: u64, revocation_grace: u64) -> bool {
+        self.issued <= t
+            && t < self.expires.saturating_add(expiry_grace)
+            && self.revoked.is_none_or(|r| t < r.saturating_add(revocation_grace))
+    }
+
+    fn why_not_live(&self, sid: &str, t: u64) -> String {
+        match self.revoked {
+            Some(r) if r <= t => format!("session {sid} of {} revoked at {}", self.user, format_offset(r)),
+            _ if t >= self.expires => {
+                format!("session {sid} of {} expired at {}", self.user, format_offset(self.expires))
+            }
+            _ => format!("session {sid} not yet issued"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FlowInfo {
+    process: String,
+    app_id: String,
+    remote: SocketAddr,
+}
+
+/// Checks every invariant over `trace`.
+pub fn check(trace: &Trace) -> Vec<Violation> {
+    let Some((spec, header)) = trace.events.iter().find_map(|e| match &e.body {
+        EventBody::RunStarted { spec, .. } => Some((spec.clone(), e)),
+        _ => None,
+    }) else {
+        return vec![Violation {
+            invariant: "T0".into(),
+            seq: 0,
+            t: 0,
+            host: "lab".into(),
+            message: "the trace has no run_started header: nothing can be checked".into(),
+        }];
+    };
+    let _ = header;
+    let mut oracle = Oracle {
+        spec,
+        sessions: BTreeMap::new(),
+        flows: BTreeMap::new(),
+        reported_flows: BTreeSet::new(),
+        violations: Vec::new(),
+    };
+    for event in &trace.events {
+        oracle.observe(event);
+    }
+    oracle.violations
+}
+
+struct Oracle {
+    spec: EnforcementSpec,
+    sessions: BTreeMap<String, SessionLife>,
+    flows: BTreeMap<u64, FlowInfo>,
+    reported_flows: BTreeSet<u64>,
+    violations: Vec<Violation>,
+}
+
+impl Oracle {
+    fn violation(&mut self, invariant: &str, e: &Event, message: String) {
+        self.violations.push(Violation {
+            invariant: invariant.into(),
+            seq: e.seq,
+            t: e.t,
+            host: e.host.clone(),
+            message,
+        });
+    }
+
+    fn observe(&mut self, e: &Event) {
+        match &e.body {
+            EventBody::SessionIssued { sid, user, device, expires_t } => {
+                self.sessions.insert(
+                    sid.clone(),
+                    SessionLife {
+                        user: user.clone(),
+                        device: device.clone(),
+                        issued: e.t,
+                        expires: *expires_t,
+                        revoked: None,
+                    },
+                );
+            }
+            EventBody::SessionRevoked { sid, .. } => {
+                if let Some(s) = self.sessions.get_mut(sid)
+                    && s.revoked.is_none()
+                {
+                    s.revoked = Some(e.t);
+                }
+            }
+            EventBody::FlowDecision { flow, process, app_id, remote, verdict: Verdict::Permit, reauth, .. }
+                if e.host == self.spec.device_host =>
+            {
+                let info = FlowInfo { process: process.clone(), app_id: app_id.clone(), remote: *remote };
+                if let Some(f) = flow {
+                    self.flows.insert(*f, info.clone());
+                }
+                let what = if *reauth { "re-authorized" } else { "permitted" };
+                let flow_text = flow.map(|f| format!("flow {f}")).unwrap_or_else(|| "a flow".into());
+                self.check_e1(e, &info, &format!("{flow_text} {what}"), *flow);
+            }
+            EventBody::FlowData { flow, bytes, direction } if e.host == self.spec.device_host => {
+                if let Some(info) = self.flows.get(flow).cloned() {
+                    let what = format!(
+                        "{bytes} bytes {} on flow {flow}",
+                        match direction {
+                            crate::trace::Direction::Out => "sent",
+                            crate::trace::Direction::In => "received",
+                        }
+                    );
+                    self.check_e1(e, &info, &what, Some(*flow));
+                }
+            }
+            EventBody::GatewayDecision { verdict: GatewayVerdict::Forward, app, sid, .. } => {
+                let app = app.clone().unwrap_or_default();
+                self.check_e4(e, sid.as_deref(), &format!("gateway forwarded a request to {app}"));
+            }
+            EventBody::OriginRequest { app, status, sid, .. } if (200..300).contains(status) => {
+                self.check_e4(e, sid.as_deref(), &format!("origin {app} served a request (status {status})"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Why the device is not authenticated at `t`, or `None` if it is.
+    fn device_unauthenticated(&self, t: u64) -> Option<String> {
+        let mine: Vec<(&String, &SessionLife)> =
+            self.sessions.iter().filter(|(_, s)| s.device.as_deref() == Some(self.spec.device_id.as_str())).collect();
+        if mine.iter().any(|(_, s)| s.live_at(t, self.spec.expiry_grace_ms, self.spec.revocation_grace_ms)) {
+            return None;
+        }
+        match mine.iter().filter(|(_, s)| s.issued <= t).max_by_key(|(_, s)| s.issued) {
+            Some((sid, s)) => Some(s.why_not_live(sid, t)),
+            None => Some("no device session was ever issued".into()),
+        }
+    }
+
+    fn allowed(&self, info: &FlowInfo) -> bool {
+        (self.spec.allow_loopback && info.remote.ip().is_loopback())
+            || self.spec.allow.iter().any(|r| r.app_id == info.app_id && r.remote.contains(&info.remote))
+    }
+
+    fn check_e1(&mut self, e: &Event, info: &FlowInfo, what: &str, flow: Option<u64>) {
+        if self.allowed(info) {
+            return;
+        }
+        let Some(why) = self.device_unauthenticated(e.t) else { return };
+        if let Some(f) = flow
+            && !self.reported_flows.insert(f)
+        {
+            return;
+        }
+        let message = format!(
+            "{what}: {} ({}) -> {} while the device is not authenticated ({why}); \
+             this process and destination are not in the lockdown allow-list",
+            info.process, info.app_id, info.remote
+        );
+        self.violation("E1", e, message);
+    }
+
+    fn check_e4(&mut self, e: &Event, sid: Option<&str>, what: &str) {
+        let problem = match sid {
+            None => Some("without any session".to_string()),
+            Some(sid) => match self.sessions.get(sid) {
+                None => Some(format!("with session {sid}, which the gateway never issued")),
+                Some(s) if !s.live_at(e.t, 0, 0) => Some(format!("with {}", s.why_not_live(sid, e.t))),
+                Some(_) => None,
+            },
+        };
+        if let Some(p) = problem {
+            self.violation("E4", e, format!("{what} {p}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+//! Scenario files: a lab, a seed and a timeline of steps with expected
+//! outcomes. See `scenarios/README.md` for the format.
+
+mod outcome;
+mod parse;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+pub use self::outcome::{Expectation, Outcome};
+use crate::config::{LabConfig, Resolved};
+use crate::http::Credentials;
+use crate::input::{InputError, Source};
+
+/// The scenarios shipped in the binary (the same files as `scenarios/`).
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("boot-to-login", include_str!("../../scenarios/boot-to-login.toml")),
+    ("expired-session", include_str!("../../scenarios/expired-session.toml")),
+    ("revoked-session", include_str!("../../scenarios/revoked-session.toml")),
+];
+
+/// Prefix naming an embedded scenario on the command line.
+pub const EMBEDDED_PREFIX: &str = "embedded:";
+
+/// A parsed, validated scenario with its lab.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Name.
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// The file it came from, as named by the user.
+    pub file: String,
+    /// Its seed (`--seed` overrides it).
+    pub seed: u64,
+    /// The lab it runs in, with its overrides applied.
+    pub lab: LabConfig,
+    /// The lab, resolved.
+    pub resolved: Resolved,
+    /// Invariant violations the scenario expects (a scenario that shows a
+    /// known-bad configuration); empty means none may occur.
+    pub expect_violations: Vec<String>,
+    /// The timeline.
+    pub steps: Vec<Step>,
+}
+
+/// One step.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Line of the step in its file.
+    pub line: usize,
+    /// Run no earlier than this simulated time.
+    pub at: Option<Duration>,
+    /// What to do.
+    pub action: Action,
+    /// What should come of it.
+    pub expect: Option<Expectation>,
+}
+
+/// Who makes a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// An application on the device.
+    Device(String),
+    /// The attacker's host.
+    Attacker,
+}
+
+/// What a step does.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Power the device on.
+    Boot,
+    /// The user signs in through the agent.
+    SignIn {
+        /// Credentials typed.
+        credentials: Credentials,
+    },
+    /// An HTTP request.
+    Request {
+        /// Who.
+        client: Client,
+        /// What.
+        url: Url,
+        /// As a script (`X-Requested-With: XMLHttpRequest`).
+        xhr: bool,
+        /// Follow redirects.
+        follow: bool,
+        /// Sign in with these when a login form appears.
+        login: Option<Credentials>,
+        /// Replay the cookies stolen from this device application.
+        stolen_from: Option<String>,
+    },
+    /// A device application opens a long-lived stream.
+    StreamOpen {
+        /// The application.
+        process: String,
+        /// Destination.
+        to: SocketAddr,
+        /// Its name.
+        stream: String,
+    },
+    /// A line on an open stream.
+    StreamSend {
+        /// The application.
+        process: String,
+        /// Stream name.
+        stream: String,
+        /// Line to send.
+        line: String,
+    },
+    /// Let simulated time pass.
+    Advance {
+        /// How long.
+        by: Duration,
+    },
+    /// An administrator revokes a user's sessions at the gateway.
+    Revoke {
+        /// The user.
+        user: String,
+    },
+    /// Read the agent's state.
+    CheckAgent,
+}
+
+impl Action {
+    /// A one-line description, for traces and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Boot => "boot the device".into(),
+            Action::SignIn { credentials } => format!("{} signs in", credentials.username),
+            Action::Request { client, url, xhr, stolen_from, login, .. } => {
+                let who = match client {
+                    Client::Device(p) => p.clone(),
+                    Client::Attacker => "attacker".into(),
+                };
+                let mut s = format!("{who} requests {url}");
+                if *xhr {
+                    s.push_str(" (xhr)");
+                }
+                if let Some(c) = login {
+                    s.push_str(&format!(" signing in as {}", c.username));
+                }
+                if let Some(from) = stolen_from {
+                    s.push_str(&format!(" with cookies stolen from {from}"));
+                }
+                s
+            }
+            Action::StreamOpen { process, to, stream } => format!("{process} opens stream {stream} to {to}"),
+            Action::StreamSend { process, stream, .. } => format!("{process} sends on stream {stream}"),
+            Action::Advance { by } => format!("advance {}", humantime::format_duration(*by)),
+            Action::Revoke { user } => format!("administrator revokes {user}'s sessions"),
+            Action::CheckAgent => "check the agent's state".into(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads and validates the scenario at `path` (a file, or
+    /// `embedded:NAME`).
+    pub fn load(path: &str) -> Result<Scenario, InputError> {
+        let source = match path.strip_prefix(EMBEDDED_PREFIX) {
+            Some(name) => {
+                let text = EMBEDDED.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| InputError {
+                    file: path.to_string(),
+                    position: None,
+                    message: format!(
+                        "no embedded scenario `{name}` (there are: {})",
+                        EMBEDDED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    ),
+                })?;
+                Source::new(path, text)
+            }
+            None => {
+                let text = std::fs::read_to_string(path).map_err(|e| InputError {
+                    file: path.to_string(),
+                    position: None,
+                    message: format!("cannot read: {e}"),
+                })?;
+                Source::new(path, text)
+            }
+        };
+        let dir = Path::new(path).parent().map(Path::to_path_buf);
+        parse::parse(&source, dir.as_deref())
+    }
+
+    /// Parses scenario text (`name` is used in error messages; a relative
+    /// `lab` path resolves against `dir`).
+    pub fn parse(source: &Source, dir: Option<&Path>) -> Result<Scenario, InputError> {
+        parse::parse(source, dir)
+    }
+}

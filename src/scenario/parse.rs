@@ -1,0 +1,353 @@
+//! Parsing and validating scenario files, every error located.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+use super::{Action, Client, Expectation, Scenario, Step};
+use crate::config::{AGENT_PROCESS, AUTH_PROCESS, DEFAULT_LAB_NAME, LabConfig, Resolved};
+use crate::http::Credentials;
+use crate::input::{InputError, Source, line_col};
+
+/// Invariants a scenario may declare it expects to see violated.
+pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E4"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    lab: Option<Spanned<String>>,
+    seed: u64,
+    config: Option<toml::Table>,
+    #[serde(default)]
+    expect_violations: Vec<Spanned<String>>,
+    #[serde(default, rename = "step")]
+    steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    #[serde(rename = "do")]
+    action: Spanned<String>,
+    at: Option<Spanned<String>>,
+    expect: Option<Spanned<String>>,
+    #[allow(dead_code)]
+    note: Option<String>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    process: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    xhr: Option<Spanned<bool>>,
+    follow: Option<Spanned<bool>>,
+    login_as: Option<Spanned<String>>,
+    cookies_from: Option<Spanned<String>>,
+    to: Option<Spanned<String>>,
+    stream: Option<Spanned<String>>,
+    line: Option<Spanned<String>>,
+    by: Option<Spanned<String>>,
+}
+
+impl RawStep {
+    /// The action-specific fields that are present, with their spans.
+    fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        let mut v = Vec::new();
+        let mut add = |name: &'static str, span: Option<Range<usize>>| {
+            if let Some(s) = span {
+                v.push((name, s));
+            }
+        };
+        add("user", self.user.as_ref().map(Spanned::span));
+        add("password", self.password.as_ref().map(Spanned::span));
+        add("process", self.process.as_ref().map(Spanned::span));
+        add("from", self.from.as_ref().map(Spanned::span));
+        add("url", self.url.as_ref().map(Spanned::span));
+        add("xhr", self.xhr.as_ref().map(Spanned::span));
+        add("follow", self.follow.as_ref().map(Spanned::span));
+        add("login_as", self.login_as.as_ref().map(Spanned::span));
+        add("cookies_from", self.cookies_from.as_ref().map(Spanned::span));
+        add("to", self.to.as_ref().map(Spanned::span));
+        add("stream", self.stream.as_ref().map(Spanned::span));
+        add("line", self.line.as_ref().map(Spanned::span));
+        add("by", self.by.as_ref().map(Spanned::span));
+        v
+    }
+}
+
+const ACTIONS: &[(&str, &[&str])] = &[
+    ("boot", &[]),
+    ("sign_in", &["user", "password"]),
+    ("request", &["process", "from", "url", "xhr", "follow", "login_as", "cookies_from"]),
+    ("stream_open", &["process", "to", "stream"]),
+    ("stream_send", &["process", "stream", "line"]),
+    ("advance", &["by"]),
+    ("revoke", &["user"]),
+    ("check_agent", &[]),
+];
+
+struct Ctx<'a> {
+    source: &'a Source,
+    lab: &'a LabConfig,
+    resolved: &'a Resolved,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> InputError {
+        self.source.error(Some(span), message)
+    }
+
+    fn duration(&self, s: &Spanned<String>) -> Result<Duration, InputError> {
+        humantime::parse_duration(s.get_ref()).map_err(|e| {
+            self.err(s.span(), format!("`{}` is not a duration (e.g. `90s`, `10m`, `1h30m`): {e}", s.get_ref()))
+        })
+    }
+
+    fn credentials(
+        &self,
+        user: &Spanned<String>,
+        password: Option<&Spanned<String>>,
+    ) -> Result<Credentials, InputError> {
+        let password = match password {
+            Some(p) => p.get_ref().clone(),
+            None => self
+                .lab
+                .idp
+                .users
+                .iter()
+                .find(|u| &u.username == user.get_ref())
+                .map(|u| u.password.clone())
+                .ok_or_else(|| {
+                    self.err(
+                        user.span(),
+                        format!(
+                            "`{}` is not a user of the lab's identity provider (give `password` to try anyway)",
+                            user.get_ref()
+                        ),
+                    )
+                })?,
+        };
+        Ok(Credentials { username: user.get_ref().clone(), password })
+    }
+
+    fn app(&self, p: &Spanned<String>) -> Result<String, InputError> {
+        let name = p.get_ref();
+        if name != AGENT_PROCESS && name != AUTH_PROCESS && self.resolved.processes.contains_key(name) {
+            return Ok(name.clone());
+        }
+        let apps: Vec<&str> = self.lab.device.processes.iter().map(|p| p.name.as_str()).collect();
+        Err(self
+            .err(p.span(), format!("`{name}` is not an application of the device (there are: {})", apps.join(", "))))
+    }
+}
+
+fn required<'s, T>(
+    field: &'s Option<Spanned<T>>,
+    name: &str,
+    action: &Spanned<String>,
+    ctx: &Ctx<'_>,
+) -> Result<&'s Spanned<T>, InputError> {
+    field.as_ref().ok_or_else(|| ctx.err(action.span(), format!("`{}` needs `{name}`", action.get_ref())))
+}
+
+pub(super) fn parse(source: &Source, dir: Option<&Path>) -> Result<Scenario, InputError> {
+    let raw: RawScenario = toml::from_str(&source.text).map_err(|e| source.toml_error(&e))?;
+
+    let base = match &raw.lab {
+        None => LabConfig::default_source(),
+        Some(l) if l.get_ref() == DEFAULT_LAB_NAME => LabConfig::default_source(),
+        Some(l) => {
+            let path = match dir {
+                Some(d) => d.join(l.get_ref()),
+                None => Path::new(l.get_ref()).to_path_buf(),
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| source.error(Some(l.span()), format!("cannot read lab `{}`: {e}", path.display())))?;
+            Source::new(path.display().to_string(), text)
+        }
+    };
+    let (lab, resolved) = match &raw.config {
+        Some(overrides) => LabConfig::with_overrides(&base, overrides, source)?,
+        None => LabConfig::parse(&base)?,
+    };
+    let ctx = Ctx { source, lab: &lab, resolved: &resolved };
+
+    let mut expect_violations = Vec::new();
+    for v in &raw.expect_violations {
+        if !KNOWN_INVARIANTS.contains(&v.get_ref().as_str()) {
+            return Err(ctx.err(
+                v.span(),
+                format!("unknown invariant `{}` (known: {})", v.get_ref(), KNOWN_INVARIANTS.join(", ")),
+            ));
+        }
+        expect_violations.push(v.get_ref().clone());
+    }
+
+    if raw.steps.is_empty() {
+        return Err(source.error(None, "a scenario needs at least one [[step]]"));
+    }
+    let mut steps = Vec::new();
+    for spanned in &raw.steps {
+        let s = spanned.get_ref();
+        let line = line_col(&source.text, spanned.span().start).0;
+        let name = s.action.get_ref().as_str();
+        let Some((_, allowed)) = ACTIONS.iter().find(|(a, _)| *a == name) else {
+            let known: Vec<&str> = ACTIONS.iter().map(|(a, _)| *a).collect();
+            return Err(ctx.err(s.action.span(), format!("unknown action `{name}` (known: {})", known.join(", "))));
+        };
+        for (field, span) in s.present() {
+            if !allowed.contains(&field) {
+                return Err(ctx.err(span, format!("`{field}` does not apply to `{name}`")));
+            }
+        }
+        let action = build_action(s, &ctx)?;
+        let at = s.at.as_ref().map(|a| ctx.duration(a)).transpose()?;
+        let expect = match &s.expect {
+            Some(e) => Some(Expectation::parse(e.get_ref()).map_err(|m| ctx.err(e.span(), m))?),
+            None => None,
+        };
+        steps.push(Step { line, at, action, expect });
+    }
+
+    Ok(Scenario {
+        name: raw.name,
+        description: raw.description.trim().to_string(),
+        file: source.name.clone(),
+        seed: raw.seed,
+        lab,
+        resolved,
+        expect_violations,
+        steps,
+    })
+}
+
+fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
+    let a = &s.action;
+    Ok(match a.get_ref().as_str() {
+        "boot" => Action::Boot,
+        "check_agent" => Action::CheckAgent,
+        "sign_in" => {
+            Action::SignIn { credentials: ctx.credentials(required(&s.user, "user", a, ctx)?, s.password.as_ref())? }
+        }
+        "advance" => Action::Advance { by: ctx.duration(required(&s.by, "by", a, ctx)?)? },
+        "revoke" => {
+            let user = required(&s.user, "user", a, ctx)?;
+            if !ctx.lab.idp.users.iter().any(|u| &u.username == user.get_ref()) {
+                return Err(
+                    ctx.err(user.span(), format!("`{}` is not a user of the lab's identity provider", user.get_ref()))
+                );
+            }
+            Action::Revoke { user: user.get_ref().clone() }
+        }
+        "request" => {
+            let client = match (&s.process, &s.from) {
+                (Some(p), None) => Client::Device(ctx.app(p)?),
+                (None, Some(f)) if f.get_ref() == "attacker" => Client::Attacker,
+                (None, Some(f)) => return Err(ctx.err(f.span(), "`from` can only be `attacker`")),
+                (Some(_), Some(f)) => return Err(ctx.err(f.span(), "give either `process` or `from`, not both")),
+                (None, None) => {
+                    return Err(
+                        ctx.err(a.span(), "`request` needs `process` (a device application) or `from = \"attacker\"`")
+                    );
+                }
+            };
+            let url_field = required(&s.url, "url", a, ctx)?;
+            let url = Url::parse(url_field.get_ref())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| ctx.err(url_field.span(), format!("`{}` is not an http(s) URL", url_field.get_ref())))?;
+            let stolen_from = match &s.cookies_from {
+                Some(c) if client == Client::Attacker => Some(ctx.app(c)?),
+                Some(c) => return Err(ctx.err(c.span(), "`cookies_from` is for `from = \"attacker\"`")),
+                None => None,
+            };
+            let login = s.login_as.as_ref().map(|u| ctx.credentials(u, None)).transpose()?;
+            Action::Request {
+                client,
+                url,
+                xhr: s.xhr.as_ref().is_some_and(|x| *x.get_ref()),
+                follow: s.follow.as_ref().is_some_and(|x| *x.get_ref()),
+                login,
+                stolen_from,
+            }
+        }
+        "stream_open" => {
+            let to = required(&s.to, "to", a, ctx)?;
+            Action::StreamOpen {
+                process: ctx.app(required(&s.process, "process", a, ctx)?)?,
+                to: ctx.resolved.directory.socket_addr_of_endpoint(to.get_ref()).map_err(|m| ctx.err(to.span(), m))?,
+                stream: required(&s.stream, "stream", a, ctx)?.get_ref().clone(),
+            }
+        }
+        "stream_send" => Action::StreamSend {
+            process: ctx.app(required(&s.process, "process", a, ctx)?)?,
+            stream: required(&s.stream, "stream", a, ctx)?.get_ref().clone(),
+            line: s.line.as_ref().map(|l| l.get_ref().clone()).unwrap_or_else(|| "ping".into()),
+        },
+        other => return Err(ctx.err(a.span(), format!("unknown action `{other}`"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Scenario, InputError> {
+        parse(&Source::new("t.toml", text), None)
+    }
+
+    const HEAD: &str = "name = \"t\"\nseed = 1\n";
+
+    #[test]
+    fn a_minimal_scenario_parses() {
+        let s = parse_str(&format!("{HEAD}[[step]]\ndo = \"boot\"\nexpect = \"agent locked\"\n")).unwrap();
+        assert_eq!(s.steps.len(), 1);
+        assert_eq!(s.steps[0].line, 3);
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let cases = [
+            // (text after HEAD, line, col, fragment of the message)
+            ("[[step]]\ndo = \"bot\"\n", 4, 6, "unknown action"),
+            ("[[step]]\ndo = \"advance\"\nby = \"ten\"\n", 5, 6, "not a duration"),
+            ("[[step]]\ndo = \"advance\"\nurl = \"x\"\n", 5, 7, "does not apply"),
+            ("[[step]]\ndo = \"boot\"\nexpect = \"allowed\"\n", 5, 10, "unknown expectation"),
+            (
+                "[[step]]\ndo = \"request\"\nprocess = \"excel\"\nurl = \"https://chat.lab.test/\"\n",
+                5,
+                11,
+                "not an application",
+            ),
+            ("[[step]]\ndo = \"sign_in\"\nuser = \"mallory\"\n", 5, 8, "not a user"),
+            ("[[step]]\ndo = \"boot\"\nbogus = 1\n", 5, 1, "unknown field"),
+            (
+                "[[step]]\ndo = \"stream_open\"\nprocess = \"teams\"\nto = \"nowhere:1\"\nstream = \"s\"\n",
+                6,
+                6,
+                "not a known host",
+            ),
+            ("expect_violations = [\"E9\"]\n[[step]]\ndo = \"boot\"\n", 3, 22, "unknown invariant"),
+            ("[config.gateway]\nleeway = true\n[[step]]\ndo = \"boot\"\n", 4, 1, "gateway.leeway"),
+            ("[[step]]\ndo = \"sign_in\"\n", 4, 6, "needs `user`"),
+        ];
+        for (body, line, col, fragment) in cases {
+            let err = parse_str(&format!("{HEAD}{body}")).unwrap_err();
+            assert_eq!(err.position, Some((line, col)), "{body:?}: {err}");
+            assert!(err.message.contains(fragment), "{body:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn toml_syntax_errors_keep_their_position() {
+        let err = parse_str("name = \"t\"\nseed = \n").unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(2), "{err}");
+        assert!(err.to_string().starts_with("t.toml:2:"), "{err}");
+    }
+}

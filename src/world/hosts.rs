@@ -1,0 +1,237 @@
+//! Placing the lab's components on simulated hosts.
+//!
+//! Each host's software is a factory: turmoil calls it again when the host
+//! restarts, which starts the component afresh (its memory is lost; the
+//! device's disk is not).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use url::Url;
+
+use super::Control;
+use crate::agent::AgentSettings;
+use crate::config::{LabConfig, Resolved};
+use crate::device::{DeviceCommand, DeviceSetup, Disk, Windows, lockdown_policy};
+use crate::gateway::Gateway;
+use crate::http::{Browser, FetchError, HttpClient, Landing, Navigation};
+use crate::idp::Idp;
+use crate::net::SharedClock;
+use crate::net::sim::{HostError, SimWorld};
+use crate::origin::Origin;
+use crate::rng::SeededRng;
+use crate::trace::Recorder;
+use crate::wfp::PersistentStore;
+
+/// What the administrator can do at the gateway's console.
+#[derive(Debug)]
+pub enum GatewayCommand {
+    /// Revoke every live session of a user; replies with how many.
+    Revoke {
+        /// The user.
+        user: String,
+        /// Number of sessions revoked.
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+/// What the attacker does from their host.
+#[derive(Debug)]
+pub enum AttackerCommand {
+    /// Load a URL (possibly with a stolen cookie).
+    Navigate {
+        /// Where.
+        url: Url,
+        /// How.
+        nav: Navigation,
+        /// What came of it.
+        reply: oneshot::Sender<Result<Landing, FetchError>>,
+    },
+}
+
+/// The driver's channels into the hosts.
+pub struct Controls {
+    pub device: Control<DeviceCommand>,
+    pub gateway: Control<GatewayCommand>,
+    pub attacker: Control<AttackerCommand>,
+}
+
+fn err(e: impl std::error::Error + 'static) -> HostError {
+    Box::new(e)
+}
+
+fn port_of(url: &str) -> u16 {
+    Url::parse(url).ok().and_then(|u| u.port_or_known_default()).unwrap_or(443)
+}
+
+/// Adds every host of `lab` to `world`.
+pub fn build(
+    world: &mut SimWorld<'_>,
+    lab: &LabConfig,
+    resolved: &Resolved,
+    clock: SharedClock,
+    recorder: &Recorder,
+    rng: &SeededRng,
+) -> Controls {
+    let host_ip = |name: &str| -> IpAddr {
+        // Validation guarantees every referenced host exists.
+        resolved.hosts.get(name).copied().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    };
+    let net = world.network();
+    let directory = resolved.directory.clone();
+
+    // Identity provider.
+    {
+        let ip = host_ip(&lab.idp.host);
+        let addr = SocketAddr::new(ip, port_of(&lab.idp.issuer));
+        let (config, clock, rng, rec, net) =
+            (lab.idp.clone(), clock.clone(), rng.child("idp"), recorder.for_host(&lab.idp.host), net.clone());
+        world.host(ip, move || {
+            let idp = Idp::new(config.clone(), clock.clone(), rng.clone(), rec.clone());
+            let net = net.clone();
+            async move {
+                Arc::new(idp.map_err(err)?).run(net, addr).await.map_err(err)?;
+                Ok(())
+            }
+        });
+    }
+
+    // Gateway.
+    let gateway_control = Control::default();
+    {
+        let ip = host_ip(&lab.gateway.host);
+        let addr = SocketAddr::new(ip, port_of(&lab.gateway.auth_url));
+        let (config, clock, rng, rec, net, directory, control) = (
+            lab.gateway.clone(),
+            clock.clone(),
+            rng.child("gateway"),
+            recorder.for_host(&lab.gateway.host),
+            net.clone(),
+            directory.clone(),
+            gateway_control.clone(),
+        );
+        world.host(ip, move || {
+            let http = HttpClient::new(net.clone(), directory.clone());
+            let gateway = Gateway::new(config.clone(), clock.clone(), rng.clone(), rec.clone(), http);
+            let net = net.clone();
+            let mut commands = control.publish();
+            async move {
+                let gateway = Arc::new(gateway.map_err(err)?);
+                let console = async {
+                    while let Some(GatewayCommand::Revoke { user, reply }) = commands.recv().await {
+                        let _ = reply.send(gateway.revoke_user(&user).len());
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    served = gateway.clone().run(net, addr) => served.map_err(err)?,
+                    _ = console => {}
+                }
+                Ok(())
+            }
+        });
+    }
+
+    // Origins.
+    for (app, origin) in &lab.origins {
+        let ip = host_ip(&origin.host);
+        let addr = SocketAddr::new(ip, origin.port);
+        let (app, gateway_url, clock, rec, net, directory) = (
+            app.clone(),
+            lab.gateway.auth_url.clone(),
+            clock.clone(),
+            recorder.for_host(&origin.host),
+            net.clone(),
+            directory.clone(),
+        );
+        world.host(ip, move || {
+            let http = HttpClient::new(net.clone(), directory.clone());
+            let origin = Arc::new(Origin::new(&app, &gateway_url, clock.clone(), rec.clone(), http));
+            let net = net.clone();
+            async move {
+                origin.run(net, addr).await.map_err(err)?;
+                Ok(())
+            }
+        });
+    }
+
+    // The rest of the internet.
+    {
+        let ip = host_ip(&lab.web.host);
+        let (http, stream, net) =
+            (SocketAddr::new(ip, lab.web.http_port), SocketAddr::new(ip, lab.web.stream_port), net.clone());
+        world.host(ip, move || {
+            let net = net.clone();
+            async move {
+                crate::web::run(net, http, stream).await.map_err(err)?;
+                Ok(())
+            }
+        });
+    }
+
+    // The attacker.
+    let attacker_control = Control::default();
+    {
+        let ip = host_ip(&lab.attacker.host);
+        let (clock, net, directory, control) =
+            (clock.clone(), net.clone(), directory.clone(), attacker_control.clone());
+        world.host(ip, move || {
+            let browser = Browser::new(HttpClient::new(net.clone(), directory.clone()), clock.clone());
+            let mut commands = control.publish();
+            async move {
+                while let Some(AttackerCommand::Navigate { url, nav, reply }) = commands.recv().await {
+                    let _ = reply.send(browser.navigate(url, &nav).await);
+                }
+                Ok(())
+            }
+        });
+    }
+
+    // The device.
+    let device_control = Control::default();
+    {
+        let ip = host_ip(&lab.device.host);
+        let setup = DeviceSetup {
+            device_id: lab.device.id.clone(),
+            ip,
+            directory: directory.clone(),
+            processes: resolved.processes.clone(),
+            agent: AgentSettings {
+                device_id: lab.device.id.clone(),
+                gateway_url: lab.agent.gateway_url.clone(),
+                session_poll: lab.agent.session_poll,
+                relock_margin: lab.agent.relock_margin,
+                policy: lockdown_policy(resolved),
+                danger_forget_relock: lab.agent.danger_forget_relock,
+            },
+            agent_filter_lifetime: lab.agent.filter_lifetime,
+            agent_sublayer_weight: lab.agent.sublayer_weight,
+            danger_skip_reauthorization: lab.firewall.danger_skip_reauthorization,
+        };
+        let disk: Disk = Arc::new(Mutex::new(PersistentStore::default()));
+        let (clock, rec, net, control) = (clock, recorder.for_host(&lab.device.host), net, device_control.clone());
+        world.host(ip, move || {
+            let (setup, clock, rec, net, disk) = (setup.clone(), clock.clone(), rec.clone(), net.clone(), disk.clone());
+            let mut commands = control.publish();
+            async move {
+                // Powered off until the driver presses the button.
+                let powered = loop {
+                    match commands.recv().await {
+                        Some(DeviceCommand::PowerOn { reply }) => break reply,
+                        Some(other) => other.refuse("the device is powered off"),
+                        None => return Ok(()),
+                    }
+                };
+                let os = Windows::boot(setup, net, clock, rec, disk);
+                os.handle(DeviceCommand::AgentStatus { reply: powered });
+                while let Some(command) = commands.recv().await {
+                    os.handle(command);
+                }
+                Ok(())
+            }
+        });
+    }
+
+    Controls { device: device_control, gateway: gateway_control, attacker: attacker_control }
+}

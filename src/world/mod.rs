@@ -1,0 +1,376 @@
+//! The simulated world: builds every host of a lab inside one simulation,
+//! plays a scenario's timeline against it, and hands the trace to the oracle.
+//!
+//! The driver sits outside the simulation: it steps turmoil tick by tick
+//! and talks to hosts through control channels (the user at the keyboard,
+//! the administrator at the console, the attacker at their desk), never
+//! through the simulated network.
+
+mod hosts;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use self::hosts::{AttackerCommand, GatewayCommand};
+use crate::device::{AppAction, AppResult, DeviceCommand};
+use crate::http::{FetchError, Landing, Navigation};
+use crate::net::SharedClock;
+use crate::net::sim::{SimFailure, SimParams, SimWorld};
+use crate::oracle::{self, Violation};
+use crate::rng::SeededRng;
+use crate::scenario::{Action, Client, Outcome, Scenario};
+use crate::trace::{EventBody, Recorder, Trace};
+
+/// A channel into a host's software, re-published each time the host starts.
+pub struct Control<C> {
+    slot: Arc<Mutex<Option<mpsc::UnboundedSender<C>>>>,
+}
+
+impl<C> Clone for Control<C> {
+    fn clone(&self) -> Self {
+        Control { slot: self.slot.clone() }
+    }
+}
+
+impl<C> Default for Control<C> {
+    fn default() -> Self {
+        Control { slot: Arc::new(Mutex::new(None)) }
+    }
+}
+
+impl<C> Control<C> {
+    /// Called by the host when it starts: commands sent from now on arrive here.
+    pub fn publish(&self) -> mpsc::UnboundedReceiver<C> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        rx
+    }
+
+    /// Sends a command; gives it back if the host is not running.
+    pub fn send(&self, command: C) -> Result<(), C> {
+        match self.slot.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            Some(tx) => tx.send(command).map_err(|e| e.0),
+            None => Err(command),
+        }
+    }
+}
+
+/// One step's result.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepReport {
+    /// 1-based index.
+    pub index: usize,
+    /// Line in the scenario file.
+    pub line: usize,
+    /// What the step did.
+    pub action: String,
+    /// What came of it.
+    pub outcome: String,
+    /// What was expected.
+    pub expected: Option<String>,
+    /// Whether the expectation held.
+    pub ok: bool,
+    /// Simulated time at the end of the step (ms).
+    pub t: u64,
+}
+
+/// A whole run's result.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file.
+    pub file: String,
+    /// Seed used.
+    pub seed: u64,
+    /// Steps.
+    pub steps: Vec<StepReport>,
+    /// What the oracle found.
+    pub violations: Vec<Violation>,
+    /// Invariants the scenario expected to see violated.
+    pub expected_violations: Vec<String>,
+    /// Set when the lab itself failed (a component crashed or panicked).
+    pub error: Option<String>,
+    /// The trace.
+    pub trace: Trace,
+    /// Simulated time in all (ms).
+    pub sim_ms: u64,
+}
+
+impl RunReport {
+    /// Every reason this run fails, in words (empty: it passed).
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.error {
+            out.push(format!("lab error: {e}"));
+        }
+        for s in self.steps.iter().filter(|s| !s.ok) {
+            out.push(format!(
+                "step {} (line {}: {}): expected `{}`, got `{}`",
+                s.index,
+                s.line,
+                s.action,
+                s.expected.as_deref().unwrap_or(""),
+                s.outcome
+            ));
+        }
+        if self.expected_violations.is_empty() {
+            out.extend(self.violations.iter().map(|v| v.to_string()));
+        } else {
+            for inv in &self.expected_violations {
+                if !self.violations.iter().any(|v| &v.invariant == inv) {
+                    out.push(format!("expected a violation of {inv}, the oracle found none"));
+                }
+            }
+            out.extend(
+                self.violations
+                    .iter()
+                    .filter(|v| !self.expected_violations.contains(&v.invariant))
+                    .map(|v| v.to_string()),
+            );
+        }
+        out
+    }
+
+    /// Whether every expectation held and the oracle found only what was expected.
+    pub fn passed(&self) -> bool {
+        self.failures().is_empty()
+    }
+}
+
+/// Runs `scenario` with `seed`.
+pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
+    let lab = &scenario.lab;
+    let resolved = &scenario.resolved;
+    let params = SimParams { seed, epoch: resolved.epoch, tick: lab.sim.tick, latency: lab.sim.latency };
+    let mut world = SimWorld::new(&params);
+    let clock: SharedClock = Arc::new(world.clock());
+    let recorder = Recorder::new(resolved.epoch, clock.clone());
+    recorder.record(EventBody::RunStarted {
+        scenario: scenario.name.clone(),
+        seed,
+        epoch: resolved.epoch,
+        lab: lab.name.clone(),
+        spec: resolved.lockdown.clone(),
+    });
+    let controls = hosts::build(&mut world, lab, resolved, clock, &recorder, &SeededRng::from_seed(seed));
+    let mut driver = Driver { world, timeout: lab.sim.step_timeout, controls, recorder: recorder.clone() };
+    let mut steps = Vec::new();
+    let error = driver.play(scenario, &mut steps).err().map(|e| e.to_string());
+    let sim_ms = crate::net::millis(driver.world.elapsed());
+    recorder.record(EventBody::RunFinished { sim_ms });
+    let trace = recorder.snapshot();
+    let violations = oracle::check(&trace);
+    RunReport {
+        scenario: scenario.name.clone(),
+        file: scenario.file.clone(),
+        seed,
+        steps,
+        violations,
+        expected_violations: scenario.expect_violations.clone(),
+        error,
+        trace,
+        sim_ms,
+    }
+}
+
+struct Driver<'a> {
+    world: SimWorld<'a>,
+    timeout: Duration,
+    controls: hosts::Controls,
+    recorder: Recorder,
+}
+
+impl Driver<'_> {
+    fn play(&mut self, scenario: &Scenario, reports: &mut Vec<StepReport>) -> Result<(), SimFailure> {
+        // Let every host start and open its control channel.
+        self.world.step()?;
+        for (i, step) in scenario.steps.iter().enumerate() {
+            if let Some(at) = step.at {
+                self.advance_to(at)?;
+            }
+            let index = i + 1;
+            let action = step.action.describe();
+            self.recorder.record(EventBody::StepStarted { step: index, action: action.clone() });
+            let outcome = self.execute(&step.action)?;
+            let ok = step.expect.as_ref().is_none_or(|e| e.matches(&outcome));
+            let expected = step.expect.as_ref().map(|e| e.to_string());
+            self.recorder.record(EventBody::StepFinished {
+                step: index,
+                outcome: outcome.to_string(),
+                expected: expected.clone(),
+                ok,
+            });
+            reports.push(StepReport {
+                index,
+                line: step.line,
+                action,
+                outcome: outcome.to_string(),
+                expected,
+                ok,
+                t: crate::net::millis(self.world.elapsed()),
+            });
+        }
+        Ok(())
+    }
+
+    fn advance_to(&mut self, t: Duration) -> Result<(), SimFailure> {
+        while self.world.elapsed() < t {
+            self.world.step()?;
+        }
+        Ok(())
+    }
+
+    /// Steps the simulation until `rx` has a value or the step times out.
+    fn wait<T>(&mut self, mut rx: oneshot::Receiver<T>) -> Result<Option<T>, SimFailure> {
+        let deadline = self.world.elapsed() + self.timeout;
+        loop {
+            match rx.try_recv() {
+                Ok(v) => return Ok(Some(v)),
+                Err(oneshot::error::TryRecvError::Closed) => return Ok(None),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if self.world.elapsed() >= deadline {
+                return Ok(None);
+            }
+            self.world.step()?;
+        }
+    }
+
+    /// Sends a command made with a reply channel and waits for the reply.
+    fn ask<C, T>(
+        &mut self,
+        control: &Control<C>,
+        make: impl FnOnce(oneshot::Sender<T>) -> C,
+    ) -> Result<Reply<T>, SimFailure> {
+        let (tx, rx) = oneshot::channel();
+        if control.send(make(tx)).is_err() {
+            return Ok(Reply::NotRunning);
+        }
+        Ok(match self.wait(rx)? {
+            Some(v) => Reply::Got(v),
+            None => Reply::Timeout,
+        })
+    }
+
+    fn device<T>(&mut self, make: impl FnOnce(oneshot::Sender<T>) -> DeviceCommand) -> Result<Reply<T>, SimFailure> {
+        let control = self.controls.device.clone();
+        self.ask(&control, make)
+    }
+
+    fn app(&mut self, process: &str, action: AppAction) -> Result<Reply<AppResult>, SimFailure> {
+        let process = process.to_string();
+        self.device(|reply| DeviceCommand::App { process, action, reply })
+    }
+
+    fn execute(&mut self, action: &Action) -> Result<Outcome, SimFailure> {
+        Ok(match action {
+            Action::Boot => agent_outcome(self.device(|reply| DeviceCommand::PowerOn { reply })?),
+            Action::SignIn { credentials } => {
+                let credentials = credentials.clone();
+                agent_outcome(self.device(|reply| DeviceCommand::SignIn { credentials, reply })?)
+            }
+            Action::CheckAgent => agent_outcome(self.device(|reply| DeviceCommand::AgentStatus { reply })?),
+            Action::Advance { by } => {
+                let target = self.world.elapsed() + *by;
+                self.advance_to(target)?;
+                Outcome::Ok
+            }
+            Action::Revoke { user } => {
+                let control = self.controls.gateway.clone();
+                let user = user.clone();
+                match self.ask(&control, |reply| GatewayCommand::Revoke { user, reply })? {
+                    Reply::Got(n) => Outcome::Revoked(n),
+                    Reply::NotRunning => Outcome::Failed("the gateway is not running".into()),
+                    Reply::Timeout => Outcome::Timeout,
+                }
+            }
+            Action::Request { client, url, xhr, follow, login, stolen_from } => {
+                let mut nav = Navigation { xhr: *xhr, follow: *follow, login: login.clone(), cookie_override: None };
+                match client {
+                    Client::Device(process) => {
+                        match self.app(process, AppAction::Navigate { url: url.clone(), nav })? {
+                            Reply::Got(AppResult::Landing(r)) => landing_outcome(r),
+                            other => app_failure(other),
+                        }
+                    }
+                    Client::Attacker => {
+                        if let Some(victim) = stolen_from {
+                            match self.app(victim, AppAction::ExportCookies { url: url.clone() })? {
+                                Reply::Got(AppResult::Cookies(c)) => nav.cookie_override = Some(c.unwrap_or_default()),
+                                other => return Ok(app_failure(other)),
+                            }
+                        }
+                        let control = self.controls.attacker.clone();
+                        let url = url.clone();
+                        match self.ask(&control, |reply| AttackerCommand::Navigate { url, nav, reply })? {
+                            Reply::Got(r) => landing_outcome(r),
+                            Reply::NotRunning => Outcome::Failed("the attacker's host is not running".into()),
+                            Reply::Timeout => Outcome::Timeout,
+                        }
+                    }
+                }
+            }
+            Action::StreamOpen { process, to, stream } => {
+                let action = AppAction::StreamOpen { to: *to, name: stream.clone() };
+                stream_outcome(self.app(process, action)?)
+            }
+            Action::StreamSend { process, stream, line } => {
+                let action = AppAction::StreamSend { name: stream.clone(), line: line.clone() };
+                stream_outcome(self.app(process, action)?)
+            }
+        })
+    }
+}
+
+/// A reply from a host, or why there is none.
+enum Reply<T> {
+    Got(T),
+    NotRunning,
+    Timeout,
+}
+
+fn agent_outcome(reply: Reply<Result<crate::agent::AgentState, String>>) -> Outcome {
+    match reply {
+        Reply::Got(Ok(state)) => Outcome::Agent(state.as_str().to_string()),
+        Reply::Got(Err(e)) => Outcome::Failed(e),
+        Reply::NotRunning => Outcome::Failed("the device is not running".into()),
+        Reply::Timeout => Outcome::Timeout,
+    }
+}
+
+fn fetch_outcome(e: FetchError) -> Outcome {
+    match e {
+        FetchError::Blocked(_) => Outcome::Blocked,
+        FetchError::Cut(_) => Outcome::Cut,
+        FetchError::Refused(_) => Outcome::Refused,
+        other => Outcome::Failed(other.to_string()),
+    }
+}
+
+fn landing_outcome(result: Result<Landing, FetchError>) -> Outcome {
+    match result {
+        Ok(Landing::Page(page)) => Outcome::Http(page.status),
+        Ok(Landing::Handoff(_)) => Outcome::Handoff,
+        Err(e) => fetch_outcome(e),
+    }
+}
+
+fn stream_outcome(reply: Reply<AppResult>) -> Outcome {
+    match reply {
+        Reply::Got(AppResult::Stream(Ok(_))) => Outcome::Ok,
+        Reply::Got(AppResult::Stream(Err(e))) => fetch_outcome(e),
+        other => app_failure(other),
+    }
+}
+
+fn app_failure(reply: Reply<AppResult>) -> Outcome {
+    match reply {
+        Reply::Got(AppResult::NotRunning(p)) => Outcome::Failed(format!("{p} is not running")),
+        Reply::Got(other) => Outcome::Failed(format!("unexpected reply {other:?}")),
+        Reply::NotRunning => Outcome::Failed("the device is not running".into()),
+        Reply::Timeout => Outcome::Timeout,
+    }
+}
