@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod oracle;
 pub mod origin;
 pub mod protocol;
+pub mod realmode;
 pub mod report;
 pub mod rng;
 pub mod scenario;

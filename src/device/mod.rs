@@ -80,6 +80,13 @@ pub enum DeviceCommand {
         /// The state, or why there is none.
         reply: oneshot::Sender<Result<AgentState, String>>,
     },
+    /// Kill every process of a name; replies with how many died.
+    Kill {
+        /// Lab name of the process.
+        process: String,
+        /// Number of processes killed.
+        reply: oneshot::Sender<usize>,
+    },
     /// Make an application do something.
     App {
         /// Lab name of the application.
@@ -102,6 +109,9 @@ impl DeviceCommand {
             }
             DeviceCommand::App { reply, .. } => {
                 let _ = reply.send(AppResult::NotRunning(why.to_string()));
+            }
+            DeviceCommand::Kill { reply, .. } => {
+                let _ = reply.send(0);
             }
         }
     }
@@ -251,6 +261,9 @@ impl Windows {
                     };
                     let _ = reply.send(result);
                 });
+            }
+            DeviceCommand::Kill { process, reply } => {
+                let _ = reply.send(self.kill(&process));
             }
             DeviceCommand::App { process, action, reply } => match self.state().apps.get(&process).cloned() {
                 Some(mailbox) => {
@@ -569,7 +582,12 @@ impl Windows {
             *self.inner.disk.lock().unwrap_or_else(PoisonError::into_inner) = st.engine.persistent_store();
             (added, deleted)
         };
-        self.inner.recorder.record(EventBody::WfpCommitted { session, added, deleted, reason: reason.map(str::to_string) });
+        self.inner.recorder.record(EventBody::WfpCommitted {
+            session,
+            added,
+            deleted,
+            reason: reason.map(str::to_string),
+        });
     }
 }
 

@@ -402,15 +402,20 @@ async fn callback(gw: &Gateway, ctx: &RequestCtx) -> Response {
         Target::App { app, url } => {
             let response = handoff(gw, &app, &url, &session);
             match gw.sign_session(&session, GLOBAL_AUDIENCE, session.expires, None) {
-                Ok(token) => with_cookie(response, &cookie(GLOBAL_COOKIE, &token, session.expires.since(now))),
+                Ok(token) => with_cookie(response, &gw.cookie(GLOBAL_COOKIE, &token, session.expires.since(now))),
                 Err(_) => response,
             }
         }
     }
 }
 
-fn cookie(name: &str, value: &str, max_age: Duration) -> String {
-    format!("{name}={value}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax", max_age.as_secs())
+impl Gateway {
+    /// A session cookie; `Secure` when the gateway is served over https
+    /// (real mode on loopback is plain http).
+    fn cookie(&self, name: &str, value: &str, max_age: Duration) -> String {
+        let secure = if self.auth_url.scheme() == "https" { "; Secure" } else { "" };
+        format!("{name}={value}; Path=/; Max-Age={}{secure}; HttpOnly; SameSite=Lax", max_age.as_secs())
+    }
 }
 
 /// Sends the browser to the app's domain with a short-lived hand-off token
@@ -454,7 +459,7 @@ fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
     gw.decide(ctx, Some(&app.name), GatewayVerdict::Serve, Some(302), Some(&session), "app session set");
     let path = claims.path.unwrap_or_else(|| "/".into());
     let path = if path.starts_with('/') && !path.starts_with("//") { path } else { "/".into() };
-    with_cookie(redirect(&path), &cookie(APP_COOKIE, &app_token, session.expires.since(now)))
+    with_cookie(redirect(&path), &gw.cookie(APP_COOKIE, &app_token, session.expires.since(now)))
 }
 
 fn device_session(gw: &Gateway, ctx: &RequestCtx) -> Response {

@@ -332,8 +332,9 @@ async fn login(State(idp): State<Arc<Idp>>, Form(f): Form<LoginForm>) -> Respons
         SsoSession { user: f.username.clone(), auth_time: now, expires: now.plus(idp.config.session_ttl) },
     );
     let mut response = idp.issue_code(request, &f.username, now);
+    let secure = if idp.config.issuer.starts_with("https:") { "; Secure" } else { "" };
     let cookie = format!(
-        "{SSO_COOKIE}={sso_id}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+        "{SSO_COOKIE}={sso_id}; Path=/; Max-Age={}{secure}; HttpOnly; SameSite=Lax",
         idp.config.session_ttl.as_secs()
     );
     if let Ok(v) = header::HeaderValue::from_str(&cookie) {

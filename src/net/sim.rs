@@ -19,29 +19,92 @@ use super::{BoxFuture, BoxListener, BoxStream, Clock, Listener, Net, Network, Un
 /// Error type of host software inside the simulation.
 pub type HostError = Box<dyn std::error::Error>;
 
-/// turmoil's TCP, as a [`Network`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TurmoilNet;
+/// Traffic counters of a simulation, for benchmarks.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    connections: AtomicU64,
+    segments: AtomicU64,
+}
 
-impl TurmoilNet {
-    /// A shared handle.
-    pub fn shared() -> Net {
-        Arc::new(TurmoilNet)
+impl NetStats {
+    /// TCP connections opened (client side).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Writes that moved bytes, on both sides of every connection.
+    pub fn segments(&self) -> u64 {
+        self.segments.load(Ordering::Relaxed)
     }
 }
 
-struct TurmoilListener(turmoil::net::TcpListener);
+/// turmoil's TCP, as a [`Network`].
+#[derive(Clone, Debug, Default)]
+pub struct TurmoilNet {
+    stats: Arc<NetStats>,
+}
+
+/// A turmoil stream that counts its writes.
+struct CountedStream {
+    inner: turmoil::net::TcpStream,
+    stats: Arc<NetStats>,
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            self.stats.segments.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+struct TurmoilListener {
+    inner: turmoil::net::TcpListener,
+    stats: Arc<NetStats>,
+}
 
 impl Listener for TurmoilListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>> {
         Box::pin(async move {
-            let (stream, peer) = self.0.accept().await?;
-            Ok((Box::pin(stream) as BoxStream, peer))
+            let (stream, peer) = self.inner.accept().await?;
+            Ok((Box::pin(CountedStream { inner: stream, stats: self.stats.clone() }) as BoxStream, peer))
         })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 }
 
@@ -49,7 +112,8 @@ impl Network for TurmoilNet {
     fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
         Box::pin(async move {
             let stream = turmoil::net::TcpStream::connect(addr).await?;
-            Ok(Box::pin(stream) as BoxStream)
+            self.stats.connections.fetch_add(1, Ordering::Relaxed);
+            Ok(Box::pin(CountedStream { inner: stream, stats: self.stats.clone() }) as BoxStream)
         })
     }
 
@@ -64,8 +128,8 @@ impl Network for TurmoilNet {
             } else {
                 SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, addr.port()))
             };
-            let listener = turmoil::net::TcpListener::bind(addr).await?;
-            Ok(Box::new(TurmoilListener(listener)) as BoxListener)
+            let inner = turmoil::net::TcpListener::bind(addr).await?;
+            Ok(Box::new(TurmoilListener { inner, stats: self.stats.clone() }) as BoxListener)
         })
     }
 }
@@ -136,6 +200,7 @@ pub struct SimWorld<'a> {
     tick: Duration,
     driver_elapsed: Arc<AtomicU64>,
     epoch: UnixMillis,
+    net: TurmoilNet,
 }
 
 impl<'a> SimWorld<'a> {
@@ -152,7 +217,18 @@ impl<'a> SimWorld<'a> {
             .min_message_latency(params.latency)
             .max_message_latency(params.latency)
             .build();
-        SimWorld { sim, tick: params.tick, driver_elapsed: Arc::new(AtomicU64::new(0)), epoch: params.epoch }
+        SimWorld {
+            sim,
+            tick: params.tick,
+            driver_elapsed: Arc::new(AtomicU64::new(0)),
+            epoch: params.epoch,
+            net: TurmoilNet::default(),
+        }
+    }
+
+    /// Traffic counters of this simulation.
+    pub fn stats(&self) -> Arc<NetStats> {
+        self.net.stats.clone()
     }
 
     /// The simulation's clock (no skew).
@@ -162,7 +238,7 @@ impl<'a> SimWorld<'a> {
 
     /// The simulated network, for host software.
     pub fn network(&self) -> Net {
-        TurmoilNet::shared()
+        Arc::new(self.net.clone())
     }
 
     /// Adds a host at `ip` running `software`; turmoil calls the factory again
@@ -227,27 +303,39 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// The benchmark baseline: a bare turmoil simulation with `hosts` hosts where
-/// the first one makes `exchanges` request/response exchanges, each on a new
-/// TCP connection, round-robin to the others, which echo with trivial
-/// handlers. Returns the simulated time it took.
-///
-/// It is stepped by the same kind of driver loop as a lab run, so the ratio
-/// between the two isolates what the lab's components cost.
-pub fn bare_exchange_baseline(params: &SimParams, hosts: usize, exchanges: usize) -> Result<Duration, SimFailure> {
-    let hosts = hosts.max(2);
-    let ips: Vec<IpAddr> = (0..hosts).map(|i| IpAddr::from([10, 99, 0, (i + 1) as u8])).collect();
+/// What a bare baseline run should do.
+#[derive(Clone, Copy, Debug)]
+pub struct BaselineLoad {
+    /// Hosts in the simulation (at least 2).
+    pub hosts: usize,
+    /// TCP connections the first host opens, round-robin to the others.
+    pub connections: u64,
+    /// Request/response exchanges, spread evenly over the connections.
+    pub exchanges: u64,
+    /// Keep stepping, idle, until this much simulated time has passed.
+    pub idle_until: Duration,
+}
+
+/// The benchmark baseline: a bare turmoil simulation with the same number
+/// of hosts, connections and exchanges as a lab run, whose handlers are
+/// trivial (an echo). It is stepped by the same kind of driver loop as a lab
+/// run, so the ratio between the two isolates what the lab's components
+/// cost. Returns the simulated time it took.
+pub fn bare_baseline(params: &SimParams, load: BaselineLoad) -> Result<Duration, SimFailure> {
+    let hosts = load.hosts.max(2);
+    let ips: Vec<IpAddr> = (0..hosts).map(|i| IpAddr::from([10, 99, (i / 250) as u8, (i % 250 + 1) as u8])).collect();
     let mut world = SimWorld::new(params);
     for ip in &ips[1..] {
-        let ip = *ip;
-        world.host(ip, move || async move {
-            let listener = turmoil::net::TcpListener::bind((ip, 443)).await?;
+        world.host(*ip, move || async move {
+            let listener = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 443)).await?;
             loop {
                 let (mut stream, _) = listener.accept().await?;
                 tokio::spawn(async move {
                     let mut buf = [0u8; 64];
-                    if let Ok(n) = stream.read(&mut buf).await {
-                        let _ = stream.write_all(&buf[..n]).await;
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
                     }
                 });
             }
@@ -256,23 +344,33 @@ pub fn bare_exchange_baseline(params: &SimParams, hosts: usize, exchanges: usize
     let done = Arc::new(AtomicU64::new(0));
     let targets: Vec<IpAddr> = ips[1..].to_vec();
     let counter = done.clone();
+    let connections = load.connections.max(1);
+    let per_connection = load.exchanges.div_ceil(connections);
+    let total = load.exchanges;
     world.host(ips[0], move || {
         let targets = targets.clone();
         let counter = counter.clone();
         async move {
-            for i in 0..exchanges {
-                let target = targets[i % targets.len()];
+            let mut sent = 0;
+            for c in 0..connections {
+                let target = targets[(c as usize) % targets.len()];
                 let mut stream = turmoil::net::TcpStream::connect((target, 443)).await?;
-                stream.write_all(b"ping").await?;
-                let mut buf = [0u8; 4];
-                stream.read_exact(&mut buf).await?;
-                counter.fetch_add(1, Ordering::Relaxed);
+                for _ in 0..per_connection {
+                    if sent == total {
+                        break;
+                    }
+                    stream.write_all(b"ping").await?;
+                    let mut buf = [0u8; 4];
+                    stream.read_exact(&mut buf).await?;
+                    sent += 1;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
             }
             std::future::pending::<()>().await;
             Ok(())
         }
     });
-    while done.load(Ordering::Relaxed) < exchanges as u64 {
+    while done.load(Ordering::Relaxed) < total || world.elapsed() < load.idle_until {
         world.step()?;
     }
     Ok(world.elapsed())

@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::http::{Fetch, HttpClient, PeerAddr};
 use crate::jose::{Expect, TokenError, verify};
-use crate::net::{Net, SharedClock};
+use crate::net::{BoxListener, Net, SharedClock};
 use crate::protocol::{APP_TOKEN_HEADER, AppTokenClaims, CERTS_PATH};
 use crate::trace::{EventBody, Recorder};
 
@@ -47,6 +47,11 @@ impl Origin {
     /// Serves the app on `addr` until the host stops.
     pub async fn run(self: Arc<Self>, net: Net, addr: SocketAddr) -> io::Result<()> {
         let listener = net.bind(addr).await?;
+        self.serve(listener).await
+    }
+
+    /// Serves the app on an already bound listener.
+    pub async fn serve(self: Arc<Self>, listener: BoxListener) -> io::Result<()> {
         crate::http::serve(listener, Router::new().fallback(handle).with_state(self)).await
     }
 

@@ -124,6 +124,11 @@ pub enum Action {
     },
     /// Read the agent's state.
     CheckAgent,
+    /// Kill every process of this name on the device (`TerminateProcess`).
+    Kill {
+        /// Lab name of the process (the agent's own included).
+        process: String,
+    },
 }
 
 impl Action {
@@ -154,6 +159,7 @@ impl Action {
             Action::Advance { by } => format!("advance {}", humantime::format_duration(*by)),
             Action::Revoke { user } => format!("administrator revokes {user}'s sessions"),
             Action::CheckAgent => "check the agent's state".into(),
+            Action::Kill { process } => format!("kill {process}"),
         }
     }
 }

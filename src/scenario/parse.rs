@@ -90,6 +90,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("advance", &["by"]),
     ("revoke", &["user"]),
     ("check_agent", &[]),
+    ("kill", &["process"]),
 ];
 
 struct Ctx<'a> {
@@ -232,6 +233,17 @@ fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
     Ok(match a.get_ref().as_str() {
         "boot" => Action::Boot,
         "check_agent" => Action::CheckAgent,
+        "kill" => {
+            let p = required(&s.process, "process", a, ctx)?;
+            if !ctx.resolved.processes.contains_key(p.get_ref()) {
+                let all: Vec<&str> = ctx.resolved.processes.keys().map(String::as_str).collect();
+                return Err(ctx.err(
+                    p.span(),
+                    format!("`{}` is not a program of the device (there are: {})", p.get_ref(), all.join(", ")),
+                ));
+            }
+            Action::Kill { process: p.get_ref().clone() }
+        }
         "sign_in" => {
             Action::SignIn { credentials: ctx.credentials(required(&s.user, "user", a, ctx)?, s.password.as_ref())? }
         }
@@ -336,6 +348,7 @@ mod tests {
             ("expect_violations = [\"E9\"]\n[[step]]\ndo = \"boot\"\n", 3, 22, "unknown invariant"),
             ("[config.gateway]\nleeway = true\n[[step]]\ndo = \"boot\"\n", 4, 1, "gateway.leeway"),
             ("[[step]]\ndo = \"sign_in\"\n", 4, 6, "needs `user`"),
+            ("[[step]]\ndo = \"kill\"\nprocess = \"explorer\"\n", 5, 11, "not a program"),
         ];
         for (body, line, col, fragment) in cases {
             let err = parse_str(&format!("{HEAD}{body}")).unwrap_err();

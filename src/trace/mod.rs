@@ -18,10 +18,19 @@ use sha2::{Digest, Sha256};
 
 use crate::net::{SharedClock, UnixMillis};
 
+/// Where recorded events go: kept in memory (simulation), or written out as
+/// they happen (real mode, which may run for days).
+struct Sink {
+    kept: Vec<Event>,
+    keep: bool,
+    next_seq: u64,
+    tee: Option<Box<dyn std::io::Write + Send>>,
+}
+
 /// Records events for one host; cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
-    sink: Arc<Mutex<Vec<Event>>>,
+    sink: Arc<Mutex<Sink>>,
     host: Arc<str>,
     clock: SharedClock,
     epoch: UnixMillis,
@@ -32,7 +41,23 @@ impl Recorder {
     /// unskewed clock (trace time is true simulated time, whatever a host's
     /// own clock says).
     pub fn new(epoch: UnixMillis, clock: SharedClock) -> Self {
-        Recorder { sink: Arc::new(Mutex::new(Vec::new())), host: Arc::from("lab"), clock, epoch }
+        Recorder {
+            sink: Arc::new(Mutex::new(Sink { kept: Vec::new(), keep: true, next_seq: 0, tee: None })),
+            host: Arc::from("lab"),
+            clock,
+            epoch,
+        }
+    }
+
+    /// A recorder that writes each event as a JSON line to `out` as it
+    /// happens and keeps nothing in memory (real mode, which may run for days).
+    pub fn streaming(epoch: UnixMillis, clock: SharedClock, out: Box<dyn std::io::Write + Send>) -> Self {
+        Recorder {
+            sink: Arc::new(Mutex::new(Sink { kept: Vec::new(), keep: false, next_seq: 0, tee: Some(out) })),
+            host: Arc::from("lab"),
+            clock,
+            epoch,
+        }
     }
 
     /// The same trace, recorded as `host`.
@@ -49,8 +74,18 @@ impl Recorder {
     pub fn record(&self, body: EventBody) {
         let t = self.trace_time(self.clock.now());
         let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
-        let seq = sink.len() as u64;
-        sink.push(Event { seq, t, host: self.host.to_string(), body });
+        let seq = sink.next_seq;
+        sink.next_seq += 1;
+        let event = Event { seq, t, host: self.host.to_string(), body };
+        if let Some(out) = sink.tee.as_mut() {
+            // A broken output must not stop the components.
+            let _ = serde_json::to_writer(&mut *out, &event);
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+        }
+        if sink.keep {
+            sink.kept.push(event);
+        }
     }
 
     /// Converts a wall-clock instant to trace time (ms since the run's epoch).
@@ -65,12 +100,12 @@ impl Recorder {
 
     /// A snapshot of everything recorded so far.
     pub fn snapshot(&self) -> Trace {
-        Trace { events: self.sink.lock().unwrap_or_else(PoisonError::into_inner).clone() }
+        Trace { events: self.sink.lock().unwrap_or_else(PoisonError::into_inner).kept.clone() }
     }
 
     /// Number of events recorded so far.
     pub fn len(&self) -> usize {
-        self.sink.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.sink.lock().unwrap_or_else(PoisonError::into_inner).next_seq as usize
     }
 
     /// Whether nothing was recorded yet.

@@ -97,6 +97,10 @@ pub struct RunReport {
     pub trace: Trace,
     /// Simulated time in all (ms).
     pub sim_ms: u64,
+    /// TCP connections opened in the simulation.
+    pub connections: u64,
+    /// Writes that moved bytes, all connections together.
+    pub segments: u64,
 }
 
 impl RunReport {
@@ -155,6 +159,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         lab: lab.name.clone(),
         spec: resolved.lockdown.clone(),
     });
+    let stats = world.stats();
     let controls = hosts::build(&mut world, lab, resolved, clock, &recorder, &SeededRng::from_seed(seed));
     let mut driver = Driver { world, timeout: lab.sim.step_timeout, controls, recorder: recorder.clone() };
     let mut steps = Vec::new();
@@ -173,6 +178,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         error,
         trace,
         sim_ms,
+        connections: stats.connections(),
+        segments: stats.segments(),
     }
 }
 
@@ -273,6 +280,15 @@ impl Driver<'_> {
                 agent_outcome(self.device(|reply| DeviceCommand::SignIn { credentials, reply })?)
             }
             Action::CheckAgent => agent_outcome(self.device(|reply| DeviceCommand::AgentStatus { reply })?),
+            Action::Kill { process } => {
+                let process = process.clone();
+                match self.device(|reply| DeviceCommand::Kill { process: process.clone(), reply })? {
+                    Reply::Got(0) => Outcome::Failed(format!("no process `{process}` is running")),
+                    Reply::Got(_) => Outcome::Ok,
+                    Reply::NotRunning => Outcome::Failed("the device is not running".into()),
+                    Reply::Timeout => Outcome::Timeout,
+                }
+            }
             Action::Advance { by } => {
                 let target = self.world.elapsed() + *by;
                 self.advance_to(target)?;

@@ -1,0 +1,107 @@
+//! The `lab` command line contract: exit codes, report files, located
+//! input errors, replay lines, replay determinism.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn lab(cwd: &Path, args: &[&str]) -> Output {
+    Command::cargo_bin("lab").unwrap().current_dir(cwd).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_passing_run_exits_0_and_writes_junit_results_and_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("out");
+    let out = lab(&repo(), &["run", "scenarios/boot-to-login.toml", "--report-dir", reports.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("boot-to-login") && stdout.contains("PASS"), "{stdout}");
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(junit.contains("<testcase name=\"boot-to-login\""), "{junit}");
+    assert!(junit.contains("tests=\"1\"") && junit.contains("failures=\"0\""), "{junit}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["passed"], 1);
+    assert_eq!(results["scenarios"][0]["status"], "pass");
+    let trace = std::fs::read_to_string(reports.join("traces/boot-to-login.jsonl")).unwrap();
+    assert_eq!(trace.lines().count() as u64, results["scenarios"][0]["events"].as_u64().unwrap());
+    assert!(trace.lines().next().unwrap().contains("\"event\":\"run_started\""));
+}
+
+#[test]
+fn a_malformed_scenario_exits_2_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "name = \"bad\"\nseed = 1\n\n[[step]]\ndo = \"boot\"\nexpect = \"agent asleep\"\n").unwrap();
+    let out = lab(dir.path(), &["run", "bad.toml", "--report-dir", "r"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("bad.toml:6:10: unknown expectation `agent asleep`"), "{stderr}");
+    assert!(!dir.path().join("r").exists(), "nothing runs when the input is bad");
+
+    // TOML syntax errors, too.
+    std::fs::write(&file, "name = \"bad\"\nseed = \n").unwrap();
+    let out = lab(dir.path(), &["run", "bad.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("bad.toml:2:"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn usage_errors_and_missing_paths_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(lab(dir.path(), &["run", "nowhere.toml"]).status.code(), Some(2));
+    assert_eq!(lab(dir.path(), &["run", "--seed", "x"]).status.code(), Some(2));
+    assert_eq!(lab(dir.path(), &["frobnicate"]).status.code(), Some(2));
+    assert_eq!(lab(dir.path(), &["serve", "--ip", "192.0.2.1"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_wrong_expectation_exits_1_and_prints_the_replay_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(repo().join("scenarios/boot-to-login.toml")).unwrap();
+    // The updater is blocked before sign-in; claim it is not.
+    let wrong = original.replacen("expect = \"blocked\"", "expect = \"http 200\"", 1);
+    std::fs::write(dir.path().join("wrong.toml"), wrong).unwrap();
+    let out = lab(dir.path(), &["run", "wrong.toml", "--seed", "42", "--report-dir", "r"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("expected `http 200`, got `blocked`"), "{stdout}");
+    assert!(stdout.contains("replay: lab replay wrong.toml --seed 42"), "{stdout}");
+    let junit = std::fs::read_to_string(dir.path().join("r/junit.xml")).unwrap();
+    assert!(junit.contains("<failure") && junit.contains("lab replay wrong.toml --seed 42"), "{junit}");
+}
+
+#[test]
+fn replay_prints_the_same_trace_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = lab(dir.path(), &["replay", "embedded:boot-to-login", "--seed", "9"]);
+    let b = lab(dir.path(), &["replay", "embedded:boot-to-login", "--seed", "9"]);
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a.stderr));
+    assert!(!a.stdout.is_empty());
+    assert_eq!(a.stdout, b.stdout);
+    for line in text(&a.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["event"].is_string() && v["t"].is_u64());
+    }
+    assert!(text(&a.stderr).contains("digest"), "{}", text(&a.stderr));
+}
+
+#[test]
+fn without_a_scenarios_folder_run_uses_the_embedded_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lab(dir.path(), &["run", "embedded:boot-to-login", "embedded:revoked-session"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(dir.path().join("reports/traces/revoked-session.jsonl").exists());
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the lockstep library (one binary, several modules).
+
+mod architecture;
+mod determinism;
+mod oracle_can_fail;
+mod real_mode;
+mod scenario_files;

@@ -1,0 +1,155 @@
+//! The oracle can fail: deliberately broken components (`danger_` options)
+//! must produce invariant violations, and the run must fail.
+
+use lockstep::input::Source;
+use lockstep::scenario::Scenario;
+use lockstep::world::{self, RunReport};
+
+/// A short session-expiry scenario; `danger` is a `[config...]` fragment.
+fn run_with(danger: &str) -> RunReport {
+    let text = format!(
+        r#"
+name = "danger"
+seed = 3
+[config.gateway]
+session_duration = "1m"
+{danger}
+
+[[step]]
+do = "boot"
+[[step]]
+do = "sign_in"
+user = "alice"
+expect = "agent connected"
+[[step]]
+do = "request"
+process = "browser"
+url = "https://chat.lab.test/"
+login_as = "alice"
+expect = "http 200"
+[[step]]
+do = "stream_open"
+process = "teams"
+to = "www.example.com:7000"
+stream = "s"
+expect = "ok"
+[[step]]
+do = "advance"
+by = "61s"
+[[step]]
+do = "stream_send"
+process = "teams"
+stream = "s"
+[[step]]
+do = "request"
+process = "updater"
+url = "https://updates.example.com/"
+[[step]]
+do = "request"
+from = "attacker"
+cookies_from = "browser"
+url = "https://chat.lab.test/"
+"#
+    );
+    let scenario = Scenario::parse(&Source::new("danger.toml", text), None).unwrap_or_else(|e| panic!("{e}"));
+    world::run(&scenario, scenario.seed)
+}
+
+fn invariants(r: &RunReport) -> Vec<&str> {
+    let mut v: Vec<&str> = r.violations.iter().map(|v| v.invariant.as_str()).collect();
+    v.dedup();
+    v
+}
+
+#[test]
+fn the_reference_components_pass() {
+    let r = run_with("");
+    assert!(r.violations.is_empty(), "{:#?}", r.violations);
+    assert!(r.passed(), "{:#?}", r.failures());
+}
+
+#[test]
+fn an_agent_that_forgets_to_relock_violates_e1() {
+    let r = run_with("[config.agent]\ndanger_forget_relock = true");
+    assert_eq!(invariants(&r), ["E1"], "{:#?}", r.violations);
+    // The stream, the updater's new flow: both named, both after expiry.
+    let text: Vec<String> = r.violations.iter().map(|v| v.to_string()).collect();
+    assert!(text.iter().any(|t| t.contains("teams") && t.contains("expired")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("updater") && t.contains("permitted")), "{text:#?}");
+    assert!(!r.passed());
+}
+
+#[test]
+fn a_firewall_that_skips_reauthorization_violates_e1_on_the_old_flow_only() {
+    let r = run_with("[config.firewall]\ndanger_skip_reauthorization = true");
+    assert_eq!(invariants(&r), ["E1"], "{:#?}", r.violations);
+    // New flows are still blocked by the re-engaged lockdown; only the
+    // established stream leaks.
+    assert!(r.violations.iter().all(|v| v.message.contains("teams") || v.message.contains("browser")));
+    assert!(!r.violations.iter().any(|v| v.message.contains("updater")));
+}
+
+#[test]
+fn a_gateway_that_skips_the_expiry_check_violates_e4() {
+    let r = run_with("danger_skip_expiry_check = true");
+    assert_eq!(invariants(&r), ["E4"], "{:#?}", r.violations);
+    let v = &r.violations[0];
+    assert!(v.message.contains("forwarded") && v.message.contains("expired"), "{v}");
+    // Both the gateway's forward and the origin's response are flagged.
+    assert!(r.violations.iter().any(|v| v.host == "chat"));
+}
+
+#[test]
+fn a_scenario_can_expect_a_violation_and_pass() {
+    let text = std::fs::read_to_string("scenarios/expired-session.toml").unwrap();
+    let text =
+        text.replace("session_duration = \"10m\"", "session_duration = \"10m\"\ndanger_skip_expiry_check = true");
+    let text = format!("expect_violations = [\"E4\"]\n{text}");
+    // Steps that expect the correct behaviour still fail: only the oracle
+    // part is declared.
+    let s = Scenario::parse(&Source::new("x.toml", text), None).unwrap();
+    let r = world::run(&s, s.seed);
+    let failures = r.failures();
+    assert!(failures.iter().all(|f| f.starts_with("step ")), "{failures:#?}");
+    assert!(!failures.is_empty());
+}
+
+fn crash_agent_then_update(lifetime: &str) -> RunReport {
+    let text = format!(
+        r#"
+name = "crash"
+seed = 4
+[config.agent]
+filter_lifetime = "{lifetime}"
+[[step]]
+do = "boot"
+expect = "agent locked"
+[[step]]
+do = "kill"
+process = "lockstep-agent"
+expect = "ok"
+[[step]]
+do = "request"
+process = "updater"
+url = "https://updates.example.com/"
+"#
+    );
+    let s = Scenario::parse(&Source::new("crash.toml", text), None).unwrap_or_else(|e| panic!("{e}"));
+    world::run(&s, s.seed)
+}
+
+#[test]
+fn an_agent_whose_filters_die_with_it_fails_open_on_a_crash() {
+    // Persistent or static filters live in the OS, not in the agent: the
+    // device stays locked when the agent is killed.
+    for lifetime in ["persistent", "static"] {
+        let r = crash_agent_then_update(lifetime);
+        assert_eq!(r.steps[2].outcome, "blocked", "{lifetime}");
+        assert!(r.violations.is_empty(), "{lifetime}: {:#?}", r.violations);
+    }
+    // A dynamic session's filters vanish with its process: the lab reports the leak.
+    let r = crash_agent_then_update("dynamic");
+    assert_eq!(r.steps[2].outcome, "http 200");
+    assert_eq!(invariants(&r), ["E1"]);
+    assert!(r.violations[0].message.contains("no device session was ever issued"), "{}", r.violations[0]);
+}
