@@ -57,6 +57,30 @@ pub struct DeviceSetup {
     pub danger_skip_reauthorization: bool,
 }
 
+impl DeviceSetup {
+    /// The device of a lab.
+    pub fn new(lab: &crate::config::LabConfig, resolved: &crate::config::Resolved) -> DeviceSetup {
+        DeviceSetup {
+            device_id: lab.device.id.clone(),
+            // Validation guarantees the device's host exists.
+            ip: resolved.hosts.get(&lab.device.host).copied().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            directory: resolved.directory.clone(),
+            processes: resolved.processes.clone(),
+            agent: AgentSettings {
+                device_id: lab.device.id.clone(),
+                gateway_url: lab.agent.gateway_url.clone(),
+                session_poll: lab.agent.session_poll,
+                relock_margin: lab.agent.relock_margin,
+                policy: lockdown_policy(resolved),
+                danger_forget_relock: lab.agent.danger_forget_relock,
+            },
+            agent_filter_lifetime: lab.agent.filter_lifetime,
+            agent_sublayer_weight: lab.agent.sublayer_weight,
+            danger_skip_reauthorization: lab.firewall.danger_skip_reauthorization,
+        }
+    }
+}
+
 /// The device's disk: what survives a reboot.
 pub type Disk = Arc<Mutex<PersistentStore>>;
 

@@ -11,9 +11,8 @@ use tokio::sync::oneshot;
 use url::Url;
 
 use super::Control;
-use crate::agent::AgentSettings;
 use crate::config::{LabConfig, Resolved};
-use crate::device::{DeviceCommand, DeviceSetup, Disk, Windows, lockdown_policy};
+use crate::device::{DeviceCommand, DeviceSetup, Disk, Windows};
 use crate::gateway::Gateway;
 use crate::http::{Browser, FetchError, HttpClient, Landing, Navigation};
 use crate::idp::Idp;
@@ -192,23 +191,7 @@ pub fn build(
     let device_control = Control::default();
     {
         let ip = host_ip(&lab.device.host);
-        let setup = DeviceSetup {
-            device_id: lab.device.id.clone(),
-            ip,
-            directory: directory.clone(),
-            processes: resolved.processes.clone(),
-            agent: AgentSettings {
-                device_id: lab.device.id.clone(),
-                gateway_url: lab.agent.gateway_url.clone(),
-                session_poll: lab.agent.session_poll,
-                relock_margin: lab.agent.relock_margin,
-                policy: lockdown_policy(resolved),
-                danger_forget_relock: lab.agent.danger_forget_relock,
-            },
-            agent_filter_lifetime: lab.agent.filter_lifetime,
-            agent_sublayer_weight: lab.agent.sublayer_weight,
-            danger_skip_reauthorization: lab.firewall.danger_skip_reauthorization,
-        };
+        let setup = DeviceSetup::new(lab, resolved);
         let disk: Disk = Arc::new(Mutex::new(PersistentStore::default()));
         let (clock, rec, net, control) = (clock, recorder.for_host(&lab.device.host), net, device_control.clone());
         world.host(ip, move || {

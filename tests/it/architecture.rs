@@ -133,5 +133,13 @@ fn simulated_code_has_no_wall_clock_os_randomness_or_hash_iteration() {
             );
         }
         assert!(!text.contains("std::thread::spawn") && !text.contains("spawn_blocking"), "{path} spawns a thread");
+        // An unbiased select! draws from tokio's RNG.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("select! {") {
+                let next = lines[i + 1..].iter().map(|l| l.trim()).find(|l| !l.is_empty());
+                assert_eq!(next, Some("biased;"), "{path}:{}: select! must be biased", i + 1);
+            }
+        }
     }
 }

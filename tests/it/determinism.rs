@@ -41,3 +41,13 @@ fn the_seed_reaches_the_trace() {
     let outcomes = |r: &world::RunReport| r.steps.iter().map(|s| s.outcome.clone()).collect::<Vec<_>>();
     assert_eq!(outcomes(&a), outcomes(&b));
 }
+
+#[test]
+fn rs256_identity_tokens_work_end_to_end() {
+    let text = std::fs::read_to_string("scenarios/boot-to-login.toml").unwrap();
+    let text = text.replacen("seed = 1\n", "seed = 1\n\n[config.idp]\nsigning_alg = \"RS256\"\n", 1);
+    let s = Scenario::parse(&lockstep::input::Source::new("rs256.toml", text), None).unwrap_or_else(|e| panic!("{e}"));
+    let r = world::run(&s, s.seed);
+    assert!(r.passed(), "{:#?}", r.failures());
+    assert!(r.trace.to_jsonl().contains("\"alg\":\"RS256\""));
+}

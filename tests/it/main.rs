@@ -2,6 +2,7 @@
 
 mod architecture;
 mod determinism;
+mod device_network;
 mod oracle_can_fail;
 mod real_mode;
 mod scenario_files;
