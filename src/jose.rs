@@ -98,6 +98,45 @@ impl SigningKey {
     }
 }
 
+/// A secret key for tokens that the same party issues and verifies (the
+/// gateway's session cookies and device tokens): HS256. Tokens of other
+/// parties are never checked with it ([`verify`] refuses HS*), so there is
+/// no algorithm confusion to exploit.
+#[derive(Clone)]
+pub struct MacKey {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey(..)")
+    }
+}
+
+impl MacKey {
+    /// A 256-bit key drawn from `rng`.
+    pub fn generate(rng: &SeededRng) -> MacKey {
+        let secret = rng.bytes(32);
+        MacKey { encoding: EncodingKey::from_secret(&secret), decoding: DecodingKey::from_secret(&secret) }
+    }
+
+    /// Signs `claims` (HS256).
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
+    }
+
+    /// Verifies a token this key signed, and its registered claims.
+    pub fn verify<T: DeserializeOwned>(&self, token: &str, expect: &Expect<'_>) -> Result<T, TokenError> {
+        let header = decode_header(token)?;
+        if header.alg != Algorithm::HS256 {
+            return Err(TokenError::AlgorithmNotAccepted(format!("{:?}", header.alg)));
+        }
+        decode_checked(token, &self.decoding, header.alg, expect)
+    }
+}
+
 /// A JWK set made of the public halves of `keys`.
 pub fn jwk_set(keys: &[&SigningKey]) -> JwkSet {
     JwkSet { keys: keys.iter().map(|k| k.public_jwk().clone()).collect() }
@@ -192,16 +231,27 @@ pub fn verify<T: DeserializeOwned>(token: &str, keys: &JwkSet, expect: &Expect<'
     }
     let jwk = select_key(keys, header.kid.as_deref(), header.alg)?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| TokenError::Malformed(format!("key: {e}")))?;
-    let mut validation = Validation::new(header.alg);
+    decode_checked(token, &key, header.alg, expect)
+}
+
+/// Checks the signature with `key` (the crate's job) and the registered
+/// claims against `expect` (ours: the injected clock).
+fn decode_checked<T: DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+    expect: &Expect<'_>,
+) -> Result<T, TokenError> {
+    let mut validation = Validation::new(alg);
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| {
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind;
         match e.kind() {
             ErrorKind::InvalidSignature => TokenError::BadSignature,
-            ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAccepted(format!("{:?}", header.alg)),
+            ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAccepted(format!("{alg:?}")),
             _ => TokenError::Malformed(e.to_string()),
         }
     })?;
@@ -334,6 +384,26 @@ mod tests {
         let mut e = expect(5000);
         e.danger_ignore_expiry = true;
         assert!(verify::<serde_json::Value>(&t, &keys, &e).is_ok());
+    }
+
+    #[test]
+    fn mac_keys_verify_their_own_tokens_only() {
+        let k = MacKey::generate(&SeededRng::from_seed(5));
+        let other = MacKey::generate(&SeededRng::from_seed(6));
+        let t = k.sign(&claims(1000, 1300)).unwrap();
+        let v: serde_json::Value = k.verify(&t, &expect(1000)).unwrap();
+        assert_eq!(v["sub"], "alice");
+        assert_eq!(other.verify::<serde_json::Value>(&t, &expect(1000)), Err(TokenError::BadSignature));
+        assert!(matches!(k.verify::<serde_json::Value>(&t, &expect(1400)), Err(TokenError::Expired { .. })));
+        // An asymmetric token is not a MAC token, whatever it claims.
+        let es = SigningKey::es256(&SeededRng::from_seed(7)).unwrap().sign(&claims(1000, 1300)).unwrap();
+        assert!(matches!(k.verify::<serde_json::Value>(&es, &expect(1000)), Err(TokenError::AlgorithmNotAccepted(_))));
+        // ... and a MAC token is never accepted by the public-key verifier.
+        let es_key = SigningKey::es256(&SeededRng::from_seed(7)).unwrap();
+        assert!(matches!(
+            verify::<serde_json::Value>(&t, &jwk_set(&[&es_key]), &expect(1000)),
+            Err(TokenError::AlgorithmNotAccepted(_))
+        ));
     }
 
     #[test]

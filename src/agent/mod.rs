@@ -228,7 +228,14 @@ impl Agent {
                 return Err(e);
             }
         };
-        match self.query_session(&token).await {
+        let confirmed = self.query_session(&token).await.and_then(|info| {
+            if info.device == self.settings.device_id {
+                Ok(info)
+            } else {
+                Err(format!("session is bound to device `{}`, not this one", info.device))
+            }
+        });
+        match confirmed {
             Ok(info) => {
                 if let Err(e) = self.firewall.lift_lockdown() {
                     let reason = format!("could not lift the lockdown: {e}");
@@ -263,7 +270,14 @@ impl Agent {
 
     async fn check_session(&mut self) {
         let Some((token, _)) = self.session.clone() else { return };
-        match self.query_session(&token).await {
+        let confirmed = self.query_session(&token).await.and_then(|info| {
+            if info.device == self.settings.device_id {
+                Ok(info)
+            } else {
+                Err(format!("session is bound to device `{}`, not this one", info.device))
+            }
+        });
+        match confirmed {
             Ok(info) => {
                 // The gateway is the authority on expiry; follow it.
                 if let Some((_, current)) = self.session.as_mut() {

@@ -34,7 +34,7 @@ use self::session::{
 use crate::config::{AppConfig, GatewayConfig};
 use crate::http::cookies::cookie_value;
 use crate::http::{Fetch, HttpClient, PeerAddr};
-use crate::jose::{Expect, KeyError, SigningKey, jwk_set, verify};
+use crate::jose::{Expect, KeyError, MacKey, SigningKey, jwk_set};
 use crate::net::{Net, SharedClock, UnixMillis};
 use crate::protocol::{
     APP_TOKEN_HEADER, AppTokenClaims, CERTS_PATH, DEVICE_HANDOFF_URL, DEVICE_SESSION_PATH, DeviceSessionInfo,
@@ -63,7 +63,10 @@ pub struct Gateway {
     clock: SharedClock,
     rng: SeededRng,
     recorder: Recorder,
+    /// Signs app tokens for origins (public key at `CERTS_PATH`).
     key: SigningKey,
+    /// Signs the session tokens only the gateway itself verifies.
+    session_key: MacKey,
     http: HttpClient,
     provider: tokio::sync::Mutex<ProviderCache>,
     pending: Mutex<BTreeMap<String, PendingLogin>>,
@@ -92,6 +95,7 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         let auth_url = Url::parse(&config.auth_url).map_err(|e| GatewayError::AuthUrl(e.to_string()))?;
         let key = SigningKey::es256(&rng.child("signing-key"))?;
+        let session_key = MacKey::generate(&rng.child("session-key"));
         let rp = RelyingParty {
             issuer: config.idp_issuer.clone(),
             client_id: config.client_id.clone(),
@@ -107,6 +111,7 @@ impl Gateway {
             rng,
             recorder,
             key,
+            session_key,
             http,
             provider: tokio::sync::Mutex::new(ProviderCache::default()),
             pending: Mutex::new(BTreeMap::new()),
@@ -168,7 +173,7 @@ impl Gateway {
             leeway_s: 0,
             danger_ignore_expiry: self.config.danger_skip_expiry_check,
         };
-        let claims: SessionClaims = verify(token, &self.app_token_keys(), &expect).map_err(|e| e.to_string())?;
+        let claims: SessionClaims = self.session_key.verify(token, &expect).map_err(|e| e.to_string())?;
         self.registry().live(&claims.sid, now, self.checks()).cloned().map_err(|p| p.as_str().to_string())
     }
 
@@ -180,7 +185,7 @@ impl Gateway {
         path: Option<String>,
     ) -> Result<String, KeyError> {
         let now = self.clock.now();
-        self.key.sign(&SessionClaims {
+        self.session_key.sign(&SessionClaims {
             iss: self.issuer().to_string(),
             aud: audience.to_string(),
             sub: session.user.clone(),
@@ -444,7 +449,7 @@ fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
     let token = ctx.query.get("token").cloned().unwrap_or_default();
     let now = gw.clock.now();
     let expect = Expect { issuer: gw.issuer(), audience: &app.name, now, leeway_s: 0, danger_ignore_expiry: false };
-    let claims = match verify::<SessionClaims>(&token, &gw.app_token_keys(), &expect) {
+    let claims = match gw.session_key.verify::<SessionClaims>(&token, &expect) {
         Ok(c) if c.path.is_some() => c,
         Ok(_) => return reject(gw, ctx, Some(&app.name), StatusCode::BAD_REQUEST, "not a hand-off token"),
         Err(e) => return reject(gw, ctx, Some(&app.name), StatusCode::BAD_REQUEST, &format!("hand-off: {e}")),
