@@ -228,13 +228,7 @@ impl Agent {
                 return Err(e);
             }
         };
-        let confirmed = self.query_session(&token).await.and_then(|info| {
-            if info.device == self.settings.device_id {
-                Ok(info)
-            } else {
-                Err(format!("session is bound to device `{}`, not this one", info.device))
-            }
-        });
+        let confirmed = self.query_session(&token).await;
         match confirmed {
             Ok(info) => {
                 if let Err(e) = self.firewall.lift_lockdown() {
@@ -248,35 +242,48 @@ impl Agent {
                 Ok(AgentState::Connected)
             }
             Err(e) => {
+                let e = e.to_string();
                 self.set_state(AgentState::Locked, &format!("gateway did not confirm the session: {e}"));
                 Err(e)
             }
         }
     }
 
-    async fn query_session(&self, token: &str) -> Result<DeviceSessionInfo, String> {
+    /// Asks the gateway about a device session; it must be live and bound
+    /// to this device.
+    async fn query_session(&self, token: &str) -> Result<DeviceSessionInfo, SessionQueryError> {
         let url = Url::parse(&format!("{}{DEVICE_SESSION_PATH}", self.settings.gateway_url.trim_end_matches('/')))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SessionQueryError::Unreachable(e.to_string()))?;
         let response = self
             .http
             .send(Fetch::get(url).header("authorization", format!("Bearer {token}")))
             .await
-            .map_err(|e| e.to_string())?;
-        if response.status != 200 {
-            return Err(format!("status {}: {}", response.status, response.text().trim()));
+            .map_err(|e| SessionQueryError::Unreachable(e.to_string()))?;
+        match response.status {
+            200 => {}
+            401 | 403 => {
+                return Err(SessionQueryError::Refused(format!(
+                    "status {}: {}",
+                    response.status,
+                    response.text().trim()
+                )));
+            }
+            other => return Err(SessionQueryError::Unreachable(format!("status {other}"))),
         }
-        serde_json::from_slice(&response.body).map_err(|e| e.to_string())
+        let info: DeviceSessionInfo =
+            serde_json::from_slice(&response.body).map_err(|e| SessionQueryError::Unreachable(e.to_string()))?;
+        if info.device != self.settings.device_id {
+            return Err(SessionQueryError::Refused(format!(
+                "session is bound to device `{}`, not this one",
+                info.device
+            )));
+        }
+        Ok(info)
     }
 
     async fn check_session(&mut self) {
         let Some((token, _)) = self.session.clone() else { return };
-        let confirmed = self.query_session(&token).await.and_then(|info| {
-            if info.device == self.settings.device_id {
-                Ok(info)
-            } else {
-                Err(format!("session is bound to device `{}`, not this one", info.device))
-            }
-        });
+        let confirmed = self.query_session(&token).await;
         match confirmed {
             Ok(info) => {
                 // The gateway is the authority on expiry; follow it.
@@ -284,10 +291,10 @@ impl Agent {
                     current.expires_at = info.expires_at;
                 }
             }
-            Err(e) if e.starts_with("status 401") => self.session_ended(&format!("gateway says: {e}")),
+            Err(SessionQueryError::Refused(e)) => self.session_ended(&format!("gateway says: {e}")),
             // Unreachable gateway: keep the session until it expires
             // (the relock timer still fires).
-            Err(_) => {}
+            Err(SessionQueryError::Unreachable(_)) => {}
         }
     }
 
@@ -300,6 +307,17 @@ impl Agent {
     pub fn session_expiry(&self) -> Option<UnixMillis> {
         self.session.as_ref().map(|(_, i)| i.expires_at)
     }
+}
+
+/// Why the gateway did not confirm a device session.
+#[derive(Debug, thiserror::Error)]
+enum SessionQueryError {
+    /// The gateway says the session is not live, or it is another device's.
+    #[error("{0}")]
+    Refused(String),
+    /// The gateway could not be asked.
+    #[error("gateway unreachable: {0}")]
+    Unreachable(String),
 }
 
 async fn sleep_opt(d: Option<Duration>) {
