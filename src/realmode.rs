@@ -16,7 +16,7 @@ use indexmap::IndexMap;
 use tokio::task::JoinSet;
 use url::Url;
 
-use crate::config::{LabConfig, Resolved};
+use crate::config::LabConfig;
 use crate::gateway::Gateway;
 use crate::http::HttpClient;
 use crate::idp::Idp;
@@ -70,12 +70,7 @@ pub struct RealLab {
 
 impl RealLab {
     /// Binds every port, then starts the components.
-    pub async fn start(
-        lab: &LabConfig,
-        resolved: &Resolved,
-        options: &RealOptions,
-        recorder: Recorder,
-    ) -> Result<RealLab, RealModeError> {
+    pub async fn start(lab: &LabConfig, options: &RealOptions, recorder: Recorder) -> Result<RealLab, RealModeError> {
         // 1. Bind, so that ports are known before URLs are rewritten.
         let mut listeners: IndexMap<String, TokioListener> = IndexMap::new();
         let mut next = options.base_port;
@@ -136,7 +131,6 @@ impl RealLab {
             app.origin = rewrite(&app.origin);
         }
         config.agent.gateway_url = rewrite(&config.agent.gateway_url);
-        let _ = resolved;
 
         // 3. Start the components.
         let clock: SharedClock = Arc::new(SystemClock);

@@ -47,7 +47,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => LabConfig::default_source(),
     };
-    let (lab, resolved) = match LabConfig::parse(&source) {
+    let (lab, _resolved) = match LabConfig::parse(&source) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
@@ -63,7 +63,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
-        let real = match RealLab::start(&lab, &resolved, &options, recorder).await {
+        let real = match RealLab::start(&lab, &options, recorder).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("lab serve: {e}");

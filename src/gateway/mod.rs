@@ -29,7 +29,6 @@ use url::Url;
 use self::oidc::{LoginError, PendingLogin, ProviderCache, RelyingParty, Target};
 use self::session::{
     APP_COOKIE, Checks, DEVICE_AUDIENCE, GLOBAL_AUDIENCE, GLOBAL_COOKIE, Registry, Session, SessionClaims,
-    SessionProblem,
 };
 use crate::config::{AppConfig, GatewayConfig};
 use crate::http::cookies::cookie_value;
@@ -503,7 +502,7 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         .is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest"));
     let session = match cookie_value(&ctx.headers, APP_COOKIE) {
         Some(token) => gw.session_from_token(&token, &app.name),
-        None => Err(SessionProblem::Unknown.as_str().replace("unknown", "no")),
+        None => Err("no session".to_string()),
     };
     let session = match session {
         Ok(s) => s,

@@ -86,8 +86,8 @@ struct FlowInfo {
 
 /// Checks every invariant over `trace`.
 pub fn check(trace: &Trace) -> Vec<Violation> {
-    let Some((spec, header)) = trace.events.iter().find_map(|e| match &e.body {
-        EventBody::RunStarted { spec, .. } => Some((spec.clone(), e)),
+    let Some(spec) = trace.events.iter().find_map(|e| match &e.body {
+        EventBody::RunStarted { spec, .. } => Some(spec.clone()),
         _ => None,
     }) else {
         return vec![Violation {
@@ -98,7 +98,6 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
             message: "the trace has no run_started header: nothing can be checked".into(),
         }];
     };
-    let _ = header;
     let mut oracle = Oracle {
         spec,
         sessions: BTreeMap::new(),

@@ -102,16 +102,6 @@ impl Recorder {
     pub fn snapshot(&self) -> Trace {
         Trace { events: self.sink.lock().unwrap_or_else(PoisonError::into_inner).kept.clone() }
     }
-
-    /// Number of events recorded so far.
-    pub fn len(&self) -> usize {
-        self.sink.lock().unwrap_or_else(PoisonError::into_inner).next_seq as usize
-    }
-
-    /// Whether nothing was recorded yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A whole run's events, in recording order.

@@ -19,10 +19,10 @@ fn alice() -> Credentials {
 
 #[tokio::test]
 async fn a_browser_and_a_device_sign_in_over_real_sockets() {
-    let (lab, resolved) = LabConfig::parse(&LabConfig::default_source()).unwrap();
+    let (lab, _) = LabConfig::parse(&LabConfig::default_source()).unwrap();
     let recorder = Recorder::new(SystemClock.now(), Arc::new(SystemClock));
     let options = RealOptions { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), base_port: None, seed: Some(5) };
-    let real = RealLab::start(&lab, &resolved, &options, recorder.clone()).await.unwrap();
+    let real = RealLab::start(&lab, &options, recorder.clone()).await.unwrap();
     assert!(real.config.idp.issuer.starts_with("http://idp.lab.test:"), "{}", real.config.idp.issuer);
     let gateway_port = real.endpoints["gateway"].port();
     let net = TokioNet::shared();
