@@ -32,8 +32,8 @@ use self::session::{
 };
 use crate::config::{AppConfig, GatewayConfig};
 use crate::http::cookies::cookie_value;
-use crate::http::{Fetch, HttpClient, PeerAddr};
-use crate::jose::{Expect, KeyError, MacKey, SigningKey, jwk_set};
+use crate::http::{Fetch, HttpClient, PeerAddr, bearer_token};
+use crate::jose::{Expect, KeyError, MacKey, SigningKey, TokenError, jwk_set};
 use crate::net::{Net, SharedClock, UnixMillis};
 use crate::protocol::{
     APP_TOKEN_HEADER, AppTokenClaims, CERTS_PATH, DEVICE_HANDOFF_URL, DEVICE_SESSION_PATH, DeviceSessionInfo,
@@ -161,19 +161,31 @@ impl Gateway {
         self.config.apps.iter().find(|a| a.domain.eq_ignore_ascii_case(host))
     }
 
-    /// Verifies one of our own session tokens for `audience` and finds its
-    /// live session.
-    fn session_from_token(&self, token: &str, audience: &str) -> Result<Session, String> {
-        let now = self.clock.now();
+    /// Verifies one of our own session tokens (signature, issuer,
+    /// `audience`, expiry unless `ignore_expiry`).
+    fn verify_session_token(
+        &self,
+        token: &str,
+        audience: &str,
+        ignore_expiry: bool,
+    ) -> Result<SessionClaims, TokenError> {
         let expect = Expect {
             issuer: self.issuer(),
             audience,
-            now,
+            now: self.clock.now(),
             leeway_s: 0,
-            danger_ignore_expiry: self.config.danger_skip_expiry_check,
+            danger_ignore_expiry: ignore_expiry,
         };
-        let claims: SessionClaims = self.session_key.verify(token, &expect).map_err(|e| e.to_string())?;
-        self.registry().live(&claims.sid, now, self.checks()).cloned().map_err(|p| p.as_str().to_string())
+        self.session_key.verify(token, &expect)
+    }
+
+    /// Verifies one of our own session tokens for `audience` and finds its
+    /// live session.
+    fn session_from_token(&self, token: &str, audience: &str) -> Result<Session, String> {
+        let claims = self
+            .verify_session_token(token, audience, self.config.danger_skip_expiry_check)
+            .map_err(|e| e.to_string())?;
+        self.registry().live(&claims.sid, self.clock.now(), self.checks()).cloned().map_err(|p| p.as_str().to_string())
     }
 
     fn sign_session(
@@ -447,8 +459,8 @@ fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session) -> Response {
 fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
     let token = ctx.query.get("token").cloned().unwrap_or_default();
     let now = gw.clock.now();
-    let expect = Expect { issuer: gw.issuer(), audience: &app.name, now, leeway_s: 0, danger_ignore_expiry: false };
-    let claims = match gw.session_key.verify::<SessionClaims>(&token, &expect) {
+    // A hand-off lives 60 s; its expiry is checked whatever the danger switches say.
+    let claims = match gw.verify_session_token(&token, &app.name, false) {
         Ok(c) if c.path.is_some() => c,
         Ok(_) => return reject(gw, ctx, Some(&app.name), StatusCode::BAD_REQUEST, "not a hand-off token"),
         Err(e) => return reject(gw, ctx, Some(&app.name), StatusCode::BAD_REQUEST, &format!("hand-off: {e}")),
@@ -467,12 +479,7 @@ fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
 }
 
 fn device_session(gw: &Gateway, ctx: &RequestCtx) -> Response {
-    let token = ctx
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let token = bearer_token(&ctx.headers).unwrap_or("");
     match gw.session_from_token(token, DEVICE_AUDIENCE) {
         Ok(session) => match &session.device {
             Some(device) => {

@@ -9,4 +9,4 @@ pub mod server;
 
 pub use browser::{Browser, Credentials, Landing, Navigation};
 pub use client::{Fetch, FetchError, HttpClient, HttpResponse};
-pub use server::{PeerAddr, serve};
+pub use server::{PeerAddr, bearer_token, serve};

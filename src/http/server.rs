@@ -44,6 +44,11 @@ impl Connected<IncomingStream<'_, SeamListener>> for PeerAddr {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
 /// Serves `router` on `listener` until the host stops.
 pub async fn serve(listener: BoxListener, router: Router) -> io::Result<()> {
     axum::serve(SeamListener(listener), router.into_make_service_with_connect_info::<PeerAddr>()).await
