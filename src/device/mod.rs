@@ -254,38 +254,10 @@ impl Windows {
             DeviceCommand::PowerOn { reply } => {
                 let _ = reply.send(Err("already running".into()));
             }
-            DeviceCommand::SignIn { credentials, reply } => match self.state().agent_ui.clone() {
-                Some(ui) => {
-                    let (tx, rx) = oneshot::channel();
-                    if ui.send(AgentCommand::SignIn { credentials, reply: tx }).is_err() {
-                        let _ = reply.send(Err("agent not running".into()));
-                        return;
-                    }
-                    tokio::spawn(async move {
-                        let result = rx.await.unwrap_or_else(|_| Err("agent stopped".into()));
-                        let _ = reply.send(result);
-                    });
-                }
-                None => {
-                    let _ = reply.send(Err("agent not running".into()));
-                }
-            },
-            DeviceCommand::AgentStatus { reply } => {
-                let ui = self.state().agent_ui.clone();
-                tokio::spawn(async move {
-                    let result = match ui {
-                        Some(ui) => {
-                            let (tx, rx) = oneshot::channel();
-                            match ui.send(AgentCommand::Status { reply: tx }) {
-                                Ok(()) => rx.await.map_err(|_| "agent stopped".to_string()),
-                                Err(_) => Err("agent not running".into()),
-                            }
-                        }
-                        None => Err("agent not running".into()),
-                    };
-                    let _ = reply.send(result);
-                });
+            DeviceCommand::SignIn { credentials, reply } => {
+                self.ask_agent(reply, |tx| AgentCommand::SignIn { credentials, reply: tx }, |r| r)
             }
+            DeviceCommand::AgentStatus { reply } => self.ask_agent(reply, |tx| AgentCommand::Status { reply: tx }, Ok),
             DeviceCommand::Kill { process, reply } => {
                 let _ = reply.send(self.kill(&process));
             }
@@ -301,6 +273,26 @@ impl Windows {
                 }
             },
         }
+    }
+
+    /// Sends a command to the agent's user interface and relays its answer,
+    /// as the agent's state, to `reply`.
+    fn ask_agent<T: Send + 'static>(
+        &self,
+        reply: oneshot::Sender<Result<AgentState, String>>,
+        command: impl FnOnce(oneshot::Sender<T>) -> AgentCommand,
+        into_state: fn(T) -> Result<AgentState, String>,
+    ) {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.state().agent_ui.clone().is_some_and(|ui| ui.send(command(tx)).is_ok());
+        if !sent {
+            let _ = reply.send(Err("agent not running".into()));
+            return;
+        }
+        tokio::spawn(async move {
+            let result = rx.await.map_err(|_| "agent stopped".to_string()).and_then(into_state);
+            let _ = reply.send(result);
+        });
     }
 
     fn state(&self) -> MutexGuard<'_, OsState> {
