@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::{IdpConfig, IdpUser, SigningAlg};
+use crate::http::bearer_token;
 use crate::http::cookies::cookie_value;
 use crate::http::form::escape;
 use crate::jose::{IDP_RSA_PEM, KeyError, SigningKey, jwk_set};
@@ -325,12 +326,18 @@ async fn login(State(idp): State<Arc<Idp>>, Form(f): Form<LoginForm>) -> Respons
     if !ok {
         return idp.login_page(&f.req, Some("Wrong user name or password."));
     }
-    idp.inner().pending.remove(&f.req);
     let sso_id = idp.rng.token(24);
-    idp.inner().sso.insert(
-        sso_id.clone(),
-        SsoSession { user: f.username.clone(), auth_time: now, expires: now.plus(idp.config.session_ttl) },
-    );
+    {
+        let mut inner = idp.inner();
+        inner.pending.remove(&f.req);
+        // Expired SSO sessions are never honoured; drop them so that a
+        // long-running provider does not grow without bound.
+        inner.sso.retain(|_, s| s.expires > now);
+        inner.sso.insert(
+            sso_id.clone(),
+            SsoSession { user: f.username.clone(), auth_time: now, expires: now.plus(idp.config.session_ttl) },
+        );
+    }
     let mut response = idp.issue_code(request, &f.username, now);
     let secure = if idp.config.issuer.starts_with("https:") { "; Secure" } else { "" };
     let cookie = format!(
@@ -438,7 +445,12 @@ async fn token(State(idp): State<Arc<Idp>>, headers: HeaderMap, Form(f): Form<To
         Err(e) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
     };
     let access_token = idp.rng.token(32);
-    idp.inner().access_tokens.insert(access_token.clone(), (user.username.clone(), now.plus(idp.config.id_token_ttl)));
+    {
+        let mut inner = idp.inner();
+        // Expired access tokens are refused anyway; drop them (see SSO sessions).
+        inner.access_tokens.retain(|_, (_, expires)| *expires > now);
+        inner.access_tokens.insert(access_token.clone(), (user.username.clone(), now.plus(idp.config.id_token_ttl)));
+    }
     idp.recorder.record(EventBody::IdpTokenIssued {
         sub: user.username.clone(),
         client_id: client.client_id.clone(),
@@ -459,13 +471,8 @@ async fn token(State(idp): State<Arc<Idp>>, headers: HeaderMap, Form(f): Form<To
 }
 
 async fn userinfo(State(idp): State<Arc<Idp>>, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
     let now = idp.clock.now();
-    let user = token.and_then(|t| idp.inner().access_tokens.get(&t).cloned());
+    let user = bearer_token(&headers).and_then(|t| idp.inner().access_tokens.get(t).cloned());
     match user {
         Some((name, expires)) if expires > now => match idp.user(&name) {
             Some(u) => Json(serde_json::json!({
