@@ -406,3 +406,33 @@ fn malformed_input_gives_errors_not_panics() {
     let req = json!({"publicKey": {"challenge": "AA", "rpId": RP_ID, "allowCredentials": []}});
     assert!(matches!(get(&broken, &mut d, &req), Err(ClientError::BadOrigin(_))));
 }
+
+#[test]
+fn tampered_packed_signature_is_rejected() {
+    let rp = rp();
+    let mut profile = security_key();
+    profile.attestation = AttestationFormat::Packed;
+    let mut d = device("packed", profile, 15);
+    let (ccr, state) = rp.start_securitykey_registration(user(), "alice", "Alice", None, None, None).expect("start");
+    let mut reg = create(&client(), &mut d, &to_json(&ccr)).expect("create");
+    let att = super::parse::b64_decode(reg["response"]["attestationObject"].as_str().expect("str")).expect("b64");
+    let mut obj: ciborium::Value = ciborium::de::from_reader(att.as_slice()).expect("cbor");
+    let Some(entries) = obj.as_map_mut() else { panic!("attestationObject is a map") };
+    let Some((_, stmt)) = entries.iter_mut().find(|(k, _)| k.as_text() == Some("attStmt")) else { panic!("attStmt") };
+    let Some(stmt) = stmt.as_map_mut() else { panic!("attStmt is a map") };
+    let Some((_, sig)) = stmt.iter_mut().find(|(k, _)| k.as_text() == Some("sig")) else { panic!("sig") };
+    let Some(sig) = sig.as_bytes_mut() else { panic!("sig is bytes") };
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    let mut bytes = Vec::new();
+    ciborium::ser::into_writer(&obj, &mut bytes).expect("encode");
+    reg["response"]["attestationObject"] = super::parse::b64(&bytes).into();
+    assert!(rp.finish_securitykey_registration(&from_json(reg), &state).is_err());
+}
+
+#[test]
+fn devices_are_send() {
+    fn send<T: Send>() {}
+    send::<VirtualAuthenticator>();
+    send::<std::sync::Arc<std::sync::Mutex<VirtualAuthenticator>>>();
+}
