@@ -171,7 +171,10 @@ fn wrong_origin_is_refused_by_browser_and_by_rp() {
     let cred = get(&naive, &mut d, &to_json(&rcr)).expect("naive client signs anyway");
     assert_eq!(assertion_facts(&cred).expect("facts").origin, phish);
     let result = rp.finish_securitykey_authentication(&from_json(cred), &state);
-    assert!(result.is_err(), "RP must reject the phishing origin, got {result:?}");
+    assert!(
+        matches!(result, Err(WebauthnError::InvalidRPOrigin)),
+        "RP must reject the phishing origin, got {result:?}"
+    );
 }
 
 #[test]
@@ -290,6 +293,20 @@ fn same_seed_same_bytes_different_seed_different_bytes() {
         assert_ne!(a.0, c.0);
         assert_ne!(a.1, c.1);
     }
+    // UV follows the policy on a device that can verify: discouraged => no UV, preferred => UV.
+    let (reg, discouraged) = run(11, AttestationFormat::None);
+    assert!(!assertion_facts(&discouraged).expect("facts").user_verified);
+    let mut d = device("yubi", security_key(), 11);
+    let again = create(&client(), &mut d, &creation).expect("create");
+    assert_eq!(again, reg);
+    let preferred = serde_json::json!({"publicKey": {
+        "challenge": "Z2V0LWNoYWxsZW5nZQ",
+        "rpId": RP_ID,
+        "allowCredentials": [{"type": "public-key", "id": reg["rawId"]}],
+        "userVerification": "preferred"
+    }});
+    let asserted = get(&client(), &mut d, &preferred).expect("get");
+    assert!(assertion_facts(&asserted).expect("facts").user_verified);
     // Two devices from the same stream but with different names differ.
     let rng = SeededRng::from_seed(11);
     let mut d1 = VirtualAuthenticator::new("a", security_key(), &rng).expect("device");
@@ -427,7 +444,8 @@ fn tampered_packed_signature_is_rejected() {
     let mut bytes = Vec::new();
     ciborium::ser::into_writer(&obj, &mut bytes).expect("encode");
     reg["response"]["attestationObject"] = super::parse::b64(&bytes).into();
-    assert!(rp.finish_securitykey_registration(&from_json(reg), &state).is_err());
+    let result = rp.finish_securitykey_registration(&from_json(reg), &state);
+    assert!(matches!(result, Err(WebauthnError::AttestationStatementSigInvalid)), "got {result:?}");
 }
 
 #[test]
