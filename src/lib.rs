@@ -7,6 +7,7 @@
 //! the trace against the enforcement invariants.
 
 pub mod agent;
+pub mod authenticator;
 pub mod config;
 pub mod device;
 pub mod gateway;
