@@ -15,6 +15,7 @@ pub mod http;
 pub mod idp;
 pub mod input;
 pub mod jose;
+pub mod mfa;
 pub mod net;
 pub mod oauth;
 pub mod oracle;

@@ -375,7 +375,11 @@ mod tests {
 
     #[test]
     fn every_login_is_never_satisfied_by_an_earlier_verification() {
-        let req = MfaRequirement { allowed: [FactorKind::Totp].into(), session_duration: Duration::ZERO, level: Level::Policy };
+        let req = MfaRequirement {
+            allowed: [FactorKind::Totp].into(),
+            session_duration: Duration::ZERO,
+            level: Level::Policy,
+        };
         assert!(req.every_login());
         assert!(!req.satisfied_by(FactorKind::Totp, Duration::ZERO));
         let hourly = MfaRequirement { session_duration: Duration::from_secs(3600), ..req };

@@ -155,6 +155,7 @@ impl RealLab {
         let gateway = Arc::new(
             Gateway::new(
                 config.gateway.clone(),
+                &config.mfa,
                 clock.clone(),
                 rng.child("gateway"),
                 recorder.for_host(&config.gateway.host),

@@ -124,7 +124,12 @@ impl TotpVerifier {
     }
 
     /// The `otpauth://` URI an authenticator app scans at enrollment.
-    pub fn otpauth_uri(settings: &TotpSettings, secret: &[u8], issuer: &str, account: &str) -> Result<String, TotpError> {
+    pub fn otpauth_uri(
+        settings: &TotpSettings,
+        secret: &[u8],
+        issuer: &str,
+        account: &str,
+    ) -> Result<String, TotpError> {
         build(settings, secret, Some((issuer, account)))?.to_url().map_err(|e| TotpError::Parameters(e.to_string()))
     }
 

@@ -13,6 +13,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::input::{InputError, Source, split_serde_path};
+use crate::policy::{AccessPolicy, AppAccess, MfaSetting, OrgMfa};
+use crate::totp::TotpSettings;
 
 pub use validate::{DeviceProcess, Resolved};
 
@@ -40,6 +42,8 @@ pub struct LabConfig {
     pub idp: IdpConfig,
     /// The access gateway.
     pub gateway: GatewayConfig,
+    /// The independent MFA service.
+    pub mfa: MfaConfig,
     /// Origin applications behind the gateway, by application name.
     pub origins: IndexMap<String, OriginConfig>,
     /// A public web site (the rest of the internet).
@@ -113,6 +117,10 @@ pub struct IdpConfig {
     pub clients: Vec<IdpClient>,
     /// Users.
     pub users: Vec<IdpUser>,
+    /// Compromised: the attacker controls the IdP, which signs a valid
+    /// token for any user whatever password is typed.
+    #[serde(default)]
+    pub danger_compromised: bool,
 }
 
 /// A registered OIDC client.
@@ -142,6 +150,14 @@ pub struct IdpUser {
     /// Groups claim.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Authentication methods the IdP reports in `amr` for this user
+    /// (RFC 8176 values; `["pwd"]` when absent).
+    #[serde(default = "password_amr")]
+    pub amr: Vec<String>,
+}
+
+fn password_amr() -> Vec<String> {
+    vec!["pwd".to_string()]
 }
 
 /// The access gateway.
@@ -173,6 +189,10 @@ pub struct GatewayConfig {
     /// Deliberately broken: forward requests whose session was revoked.
     #[serde(default)]
     pub danger_skip_revocation_check: bool,
+    /// Deliberately broken: forward requests to MFA-protected apps without
+    /// asking for (or checking) the edge MFA verification.
+    #[serde(default)]
+    pub danger_skip_mfa: bool,
     /// Protected applications.
     pub apps: Vec<AppConfig>,
 }
@@ -188,7 +208,93 @@ pub struct AppConfig {
     /// Where the gateway forwards requests.
     pub origin: String,
     /// Groups allowed in (policy: allow if the user is in any of them).
+    /// Ignored when `policies` are given.
+    #[serde(default)]
     pub allow_groups: Vec<String>,
+    /// Application-level MFA setting (`{ mode = "respect_global" }` by default).
+    #[serde(default)]
+    pub mfa: MfaSetting,
+    /// Access policies in order; the first that admits the user decides,
+    /// with its own MFA setting. Absent: one policy admitting `allow_groups`.
+    #[serde(default)]
+    pub policies: Vec<AccessPolicy>,
+}
+
+impl AppConfig {
+    /// The app's access rules as the MFA policy sees them.
+    pub fn access(&self) -> AppAccess {
+        let policies = if self.policies.is_empty() {
+            vec![AccessPolicy {
+                name: "allow".into(),
+                groups: self.allow_groups.clone(),
+                mfa: MfaSetting::RespectGlobal,
+            }]
+        } else {
+            self.policies.clone()
+        };
+        AppAccess { mfa: self.mfa.clone(), policies }
+    }
+}
+
+/// The independent MFA service at the edge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaConfig {
+    /// Host it runs on.
+    pub host: String,
+    /// Its base URL (also the WebAuthn origin).
+    pub url: String,
+    /// WebAuthn relying-party id (the URL's host or a registrable suffix).
+    pub rp_id: String,
+    /// Organization-wide MFA settings.
+    #[serde(default)]
+    pub organization: OrgMfa,
+    /// TOTP parameters.
+    #[serde(default)]
+    pub totp: TotpSettings,
+    /// How a user's first factor may be enrolled.
+    #[serde(default)]
+    pub first_enrollment: FirstEnrollment,
+    /// How long a verification made to change factors stays valid (bound
+    /// to the device it was made on).
+    #[serde(with = "humantime_serde", default = "ten_minutes")]
+    pub change_verification: Duration,
+    /// Failed verifications a user may make within `failure_window`.
+    #[serde(default = "five")]
+    pub max_failures: u32,
+    /// The rate-limit window.
+    #[serde(with = "humantime_serde", default = "ten_minutes")]
+    pub failure_window: Duration,
+    /// How long a WebAuthn or TOTP challenge stays open.
+    #[serde(with = "humantime_serde", default = "ten_minutes")]
+    pub challenge_ttl: Duration,
+    /// Deliberately broken: accept a TOTP code more than once.
+    #[serde(default)]
+    pub danger_allow_totp_reuse: bool,
+    /// Deliberately broken: never store a credential's new sign counter, so
+    /// a cloned key's rollback goes unnoticed.
+    #[serde(default)]
+    pub danger_skip_counter_update: bool,
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+fn five() -> u32 {
+    5
+}
+
+/// How a user with no factor enrols the first one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstEnrollment {
+    /// Anyone signed in as the user may (the documented gap: whoever holds
+    /// a hijacked SSO session enrols their own key first).
+    #[default]
+    Open,
+    /// Only with a one-time enrollment code an administrator issued to the
+    /// user out of band.
+    EnrollmentCode,
 }
 
 /// An origin application.

@@ -7,7 +7,8 @@ use indexmap::IndexMap;
 
 use super::{AGENT_PROCESS, AUTH_PROCESS, LabConfig};
 use crate::net::{Directory, UnixMillis};
-use crate::trace::{AllowRule, EnforcementSpec};
+use crate::policy::{parse_aaguid, validate_setting};
+use crate::trace::{AllowRule, EnforcementSpec, MfaSpec};
 use crate::wfp::AppId;
 
 /// A semantic error: the path of the offending field and what is wrong.
@@ -108,6 +109,7 @@ impl LabConfig {
         };
         claim(&self.idp.host, &["idp", "host"])?;
         claim(&self.gateway.host, &["gateway", "host"])?;
+        claim(&self.mfa.host, &["mfa", "host"])?;
         for (app, origin) in &self.origins {
             claim(&origin.host, &["origins", app, "host"])?;
         }
@@ -120,6 +122,7 @@ impl LabConfig {
             (&["gateway", "auth_url"][..], &self.gateway.auth_url),
             (&["gateway", "idp_issuer"][..], &self.gateway.idp_issuer),
             (&["agent", "gateway_url"][..], &self.agent.gateway_url),
+            (&["mfa", "url"][..], &self.mfa.url),
         ] {
             directory.socket_addr_of(url).map_err(|e| err(path, e))?;
         }
@@ -140,6 +143,12 @@ impl LabConfig {
                 ));
             }
             directory.socket_addr_of(&app.origin).map_err(|e| err(&["gateway", "apps", &idx, "origin"], e))?;
+            validate_setting(&dotted(&["gateway", "apps", &idx, "mfa"]), &app.mfa)
+                .map_err(|e| err(&["gateway", "apps", &idx, "mfa"], e.to_string()))?;
+            for (j, p) in app.policies.iter().enumerate() {
+                let path = ["gateway", "apps", &idx, "policies", &j.to_string(), "mfa"];
+                validate_setting(&dotted(&path), &p.mfa).map_err(|e| err(&path, e.to_string()))?;
+            }
             if !self.origins.contains_key(&app.name) {
                 return Err(err(
                     &["gateway", "apps", &idx, "name"],
@@ -152,6 +161,8 @@ impl LabConfig {
                 return Err(err(&["origins", app], format!("no gateway app is named `{app}`")));
             }
         }
+
+        self.validate_mfa()?;
 
         let mut processes = IndexMap::new();
         let agent_images = [
@@ -201,9 +212,43 @@ impl LabConfig {
             allow_loopback: self.lockdown.allow_loopback,
             expiry_grace_ms: crate::net::millis(self.oracle.expiry_grace),
             revocation_grace_ms: crate::net::millis(self.oracle.revocation_grace),
+            mfa: MfaSpec {
+                host: self.mfa.host.clone(),
+                origin: self.mfa_origin(),
+                organization: self.mfa.organization.clone(),
+                apps: self.gateway.apps.iter().map(|a| (a.name.clone(), a.access())).collect(),
+            },
         };
 
         Ok(Resolved { epoch, hosts, directory, processes, lockdown })
+    }
+
+    /// The WebAuthn origin of the MFA service (scheme, host and port of its URL).
+    pub fn mfa_origin(&self) -> String {
+        url::Url::parse(&self.mfa.url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
+    }
+
+    fn validate_mfa(&self) -> Result<(), ValidationError> {
+        let mfa = &self.mfa;
+        let url = url::Url::parse(&mfa.url).map_err(|e| err(&["mfa", "url"], e.to_string()))?;
+        let host = url.host_str().unwrap_or("");
+        if !(host == mfa.rp_id || host.ends_with(&format!(".{}", mfa.rp_id))) {
+            return Err(err(&["mfa", "rp_id"], format!("`{}` is neither `{host}` nor a suffix of it", mfa.rp_id)));
+        }
+        for (i, a) in mfa.organization.required_aaguids.iter().enumerate() {
+            parse_aaguid(a)
+                .map_err(|e| err(&["mfa", "organization", "required_aaguids", &i.to_string()], e.to_string()))?;
+        }
+        if !(6..=8).contains(&mfa.totp.digits) {
+            return Err(err(&["mfa", "totp", "digits"], "must be 6, 7 or 8"));
+        }
+        if mfa.totp.step.as_secs() == 0 || mfa.totp.step.subsec_nanos() != 0 {
+            return Err(err(&["mfa", "totp", "step"], "must be a positive whole number of seconds"));
+        }
+        if mfa.max_failures == 0 {
+            return Err(err(&["mfa", "max_failures"], "must be at least 1"));
+        }
+        Ok(())
     }
 
     fn host_key<'a>(&'a self, host: &str) -> &'a str {

@@ -37,10 +37,7 @@ pub enum AppAction {
         line: String,
     },
     /// The cookies of this profile that apply to `url`, expired included.
-    ExportCookies {
-        /// The URL.
-        url: Url,
-    },
+    ExportCookies,
 }
 
 /// What came of an [`AppAction`].
@@ -51,7 +48,7 @@ pub enum AppResult {
     /// A stream operation's reply line.
     Stream(Result<String, FetchError>),
     /// Exported cookies.
-    Cookies(Option<String>),
+    Cookies(crate::http::cookies::CookieJar),
     /// The application is not running.
     NotRunning(String),
 }
@@ -68,7 +65,7 @@ pub async fn run(
     while let Some((action, reply)) = inbox.recv().await {
         let result = match action {
             AppAction::Navigate { url, nav } => AppResult::Landing(browser.navigate(url, &nav).await),
-            AppAction::ExportCookies { url } => AppResult::Cookies(browser.export_cookies(&url)),
+            AppAction::ExportCookies => AppResult::Cookies(browser.export_cookies()),
             AppAction::StreamOpen { to, name } => AppResult::Stream(match net.connect(to).await {
                 Ok(stream) => {
                     let (read, write) = tokio::io::split(stream);

@@ -28,16 +28,19 @@ use url::Url;
 
 use self::oidc::{LoginError, PendingLogin, ProviderCache, RelyingParty, Target};
 use self::session::{
-    APP_COOKIE, Checks, DEVICE_AUDIENCE, GLOBAL_AUDIENCE, GLOBAL_COOKIE, Registry, Session, SessionClaims,
+    APP_COOKIE, Checks, DEVICE_AUDIENCE, GLOBAL_AUDIENCE, GLOBAL_COOKIE, MfaVerification, Registry, Session,
+    SessionClaims,
 };
-use crate::config::{AppConfig, GatewayConfig};
+use crate::config::{AppConfig, GatewayConfig, MfaConfig};
 use crate::http::cookies::cookie_value;
-use crate::http::{Fetch, HttpClient, PeerAddr, bearer_token};
+use crate::http::{Fetch, HttpClient, PeerAddr, RemoteKeys, bearer_token};
 use crate::jose::{Expect, KeyError, MacKey, SigningKey, TokenError, jwk_set};
 use crate::net::{Net, SharedClock, UnixMillis};
+use crate::policy::{Decision, FactorKind, MfaRequirement, OrgMfa, amr_satisfies};
 use crate::protocol::{
-    APP_TOKEN_HEADER, AppTokenClaims, CERTS_PATH, DEVICE_HANDOFF_URL, DEVICE_SESSION_PATH, DeviceSessionInfo,
-    LOGIN_PATH,
+    APP_TOKEN_HEADER, AppTokenClaims, AppTokenMfa, CERTS_PATH, DEVICE_HANDOFF_URL, DEVICE_SESSION_PATH,
+    DeviceSessionInfo, LAUNCHER_ADD_FACTOR_PATH, LOGIN_PATH, MFA_AUDIENCE, MFA_CERTS_PATH, MFA_ENROLL_PATH,
+    MFA_RETURN_PATH, MFA_VERIFY_PATH, MfaEvidenceClaims, MfaPurpose, MfaRequestClaims,
 };
 use crate::rng::SeededRng;
 use crate::trace::{EventBody, GatewayVerdict, Recorder};
@@ -53,6 +56,22 @@ const PENDING_TTL: Duration = Duration::from_secs(600);
 const HANDOFF_TTL: Duration = Duration::from_secs(60);
 /// Largest request body forwarded to an origin.
 const MAX_BODY: usize = 1 << 20;
+/// How long the user has to complete an MFA request.
+const MFA_REQUEST_TTL: Duration = Duration::from_secs(600);
+/// Who verified a factor that the IdP's `amr` vouched for.
+const BY_IDP_AMR: &str = "idp-amr";
+
+/// An MFA request the gateway sent and awaits evidence for.
+#[derive(Clone, Debug)]
+struct PendingMfa {
+    sid: String,
+    app: String,
+    url: Url,
+    allowed: Vec<FactorKind>,
+    max_age: Duration,
+    device: Option<String>,
+    created: UnixMillis,
+}
 
 /// The gateway.
 pub struct Gateway {
@@ -70,6 +89,16 @@ pub struct Gateway {
     provider: tokio::sync::Mutex<ProviderCache>,
     pending: Mutex<BTreeMap<String, PendingLogin>>,
     registry: Mutex<Registry>,
+    /// The MFA service's URL and the organization's MFA settings.
+    mfa_url: String,
+    org_mfa: OrgMfa,
+    /// Keys that sign the MFA service's evidence.
+    mfa_keys: RemoteKeys,
+    pending_mfa: Mutex<BTreeMap<String, PendingMfa>>,
+    /// Which device each address belongs to, learned from the agents'
+    /// authenticated device-session calls (the device's tunnel identity),
+    /// with the device session that vouched for it.
+    devices: Mutex<BTreeMap<IpAddr, String>>,
 }
 
 /// Why the gateway could not be built.
@@ -87,6 +116,7 @@ impl Gateway {
     /// A gateway for `config`, talking to the world through `http`.
     pub fn new(
         config: GatewayConfig,
+        mfa: &MfaConfig,
         clock: SharedClock,
         rng: SeededRng,
         recorder: Recorder,
@@ -115,6 +145,11 @@ impl Gateway {
             provider: tokio::sync::Mutex::new(ProviderCache::default()),
             pending: Mutex::new(BTreeMap::new()),
             registry: Mutex::new(Registry::default()),
+            mfa_url: mfa.url.trim_end_matches('/').to_string(),
+            org_mfa: mfa.organization.clone(),
+            mfa_keys: RemoteKeys::new(format!("{}{MFA_CERTS_PATH}", mfa.url.trim_end_matches('/'))),
+            pending_mfa: Mutex::new(BTreeMap::new()),
+            devices: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -182,10 +217,26 @@ impl Gateway {
     /// Verifies one of our own session tokens for `audience` and finds its
     /// live session.
     fn session_from_token(&self, token: &str, audience: &str) -> Result<Session, String> {
+        self.session_and_claims(token, audience).map(|(s, _)| s)
+    }
+
+    fn session_and_claims(&self, token: &str, audience: &str) -> Result<(Session, SessionClaims), String> {
         let claims = self
             .verify_session_token(token, audience, self.config.danger_skip_expiry_check)
             .map_err(|e| e.to_string())?;
-        self.registry().live(&claims.sid, self.clock.now(), self.checks()).cloned().map_err(|p| p.as_str().to_string())
+        let session = self
+            .registry()
+            .live(&claims.sid, self.clock.now(), self.checks())
+            .cloned()
+            .map_err(|p| p.as_str().to_string())?;
+        Ok((session, claims))
+    }
+
+    /// The device a request comes from: the device whose agent holds a live
+    /// device session and last called from this address.
+    fn device_of(&self, peer: IpAddr) -> Option<String> {
+        let sid = self.devices.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).cloned()?;
+        self.registry().live(&sid, self.clock.now(), self.checks()).ok().and_then(|s| s.device.clone())
     }
 
     fn sign_session(
@@ -194,6 +245,7 @@ impl Gateway {
         audience: &str,
         lifetime_end: UnixMillis,
         path: Option<String>,
+        mfa: Option<String>,
     ) -> Result<String, KeyError> {
         let now = self.clock.now();
         self.session_key.sign(&SessionClaims {
@@ -205,6 +257,7 @@ impl Gateway {
             exp: lifetime_end.as_secs(),
             path,
             device: session.device.clone(),
+            mfa,
         })
     }
 
@@ -217,6 +270,21 @@ impl Gateway {
         session: Option<&Session>,
         reason: &str,
     ) {
+        self.decide_with(ctx, app, verdict, status, session, reason, None, None);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_with(
+        &self,
+        ctx: &RequestCtx,
+        app: Option<&str>,
+        verdict: GatewayVerdict,
+        status: Option<u16>,
+        session: Option<&Session>,
+        reason: &str,
+        device: Option<String>,
+        mfa: Option<String>,
+    ) {
         self.recorder.record(EventBody::GatewayDecision {
             app: app.map(str::to_string),
             method: ctx.method.to_string(),
@@ -227,6 +295,8 @@ impl Gateway {
             sid: session.map(|s| s.sid.clone()),
             user: session.map(|s| s.user.clone()),
             reason: reason.to_string(),
+            device,
+            mfa,
         });
     }
 
@@ -279,6 +349,8 @@ async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<P
             LOGIN_PATH => login_start(&gw, &ctx).await,
             CALLBACK_PATH => callback(&gw, &ctx).await,
             DEVICE_SESSION_PATH => device_session(&gw, &ctx),
+            MFA_RETURN_PATH => mfa_return(&gw, &ctx).await,
+            LAUNCHER_ADD_FACTOR_PATH => launcher_add_factor(&gw, &ctx),
             CERTS_PATH => {
                 gw.decide(&ctx, None, GatewayVerdict::Serve, Some(200), None, "app token keys");
                 axum::Json(gw.app_token_keys()).into_response()
@@ -320,8 +392,12 @@ async fn login_start(gw: &Gateway, ctx: &RequestCtx) -> Response {
     } else {
         let url = ctx.query.get("target").and_then(|t| Url::parse(t).ok());
         let app = url.as_ref().and_then(|u| u.host_str()).and_then(|h| gw.app_for_host(h)).map(|a| a.name.clone());
+        let launcher = url.as_ref().is_some_and(|u| {
+            u.host_str().is_some_and(|h| Some(h) == gw.auth_url.host_str()) && u.path() == LAUNCHER_ADD_FACTOR_PATH
+        });
         match (url, app) {
             (Some(url), Some(app)) => Target::App { app, url },
+            (Some(url), None) if launcher => Target::Launcher { url },
             // Never redirect to a domain that is not one of ours.
             _ => return reject(gw, ctx, None, StatusCode::BAD_REQUEST, "target is not a protected application"),
         }
@@ -332,7 +408,7 @@ async fn login_start(gw: &Gateway, ctx: &RequestCtx) -> Response {
         && let Ok(session) = gw.session_from_token(&cookie, GLOBAL_AUDIENCE)
     {
         gw.decide(ctx, Some(app), GatewayVerdict::Serve, Some(302), Some(&session), "global session");
-        return handoff(gw, app, url, &session);
+        return app_login(gw, ctx, app, url, &session);
     }
 
     let metadata = match gw.rp.metadata(&gw.http, &gw.provider).await {
@@ -386,7 +462,7 @@ async fn callback(gw: &Gateway, ctx: &RequestCtx) -> Response {
     let now = gw.clock.now();
     let device = match &pending.target {
         Target::Device { device } => Some(device.clone()),
-        Target::App { .. } => None,
+        Target::App { .. } | Target::Launcher { .. } => None,
     };
     let session = Session {
         sid: gw.rng.hex_id(8),
@@ -397,6 +473,9 @@ async fn callback(gw: &Gateway, ctx: &RequestCtx) -> Response {
         issued: now,
         expires: now.plus(gw.config.session_duration),
         revoked: None,
+        amr: claims.amr.clone(),
+        auth_time: claims.auth_time.map(|s| UnixMillis(s.saturating_mul(1000))),
+        mfa: Vec::new(),
     };
     gw.registry().insert(session.clone());
     gw.recorder.record(EventBody::SessionIssued {
@@ -404,10 +483,11 @@ async fn callback(gw: &Gateway, ctx: &RequestCtx) -> Response {
         user: session.user.clone(),
         device: device.clone(),
         expires_t: gw.recorder.trace_time(session.expires),
+        groups: session.groups.clone(),
     });
     gw.decide(ctx, None, GatewayVerdict::Serve, Some(302), Some(&session), "signed in");
     match pending.target {
-        Target::Device { .. } => match gw.sign_session(&session, DEVICE_AUDIENCE, session.expires, None) {
+        Target::Device { .. } => match gw.sign_session(&session, DEVICE_AUDIENCE, session.expires, None, None) {
             Ok(token) => {
                 let mut url = format!("{DEVICE_HANDOFF_URL}?token=");
                 url.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
@@ -416,16 +496,59 @@ async fn callback(gw: &Gateway, ctx: &RequestCtx) -> Response {
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         },
         Target::App { app, url } => {
-            let response = handoff(gw, &app, &url, &session);
-            match gw.sign_session(&session, GLOBAL_AUDIENCE, session.expires, None) {
-                Ok(token) => with_cookie(response, &gw.cookie(GLOBAL_COOKIE, &token, session.expires.since(now))),
-                Err(_) => response,
-            }
+            let response = app_login(gw, ctx, &app, &url, &session);
+            gw.with_global_cookie(response, &session)
         }
+        Target::Launcher { url } => gw.with_global_cookie(redirect(url.as_str()), &session),
     }
 }
 
 impl Gateway {
+    fn with_global_cookie(&self, response: Response, session: &Session) -> Response {
+        let now = self.clock.now();
+        match self.sign_session(session, GLOBAL_AUDIENCE, session.expires, None, None) {
+            Ok(token) => with_cookie(response, &self.cookie(GLOBAL_COOKIE, &token, session.expires.since(now))),
+            Err(_) => response,
+        }
+    }
+
+    /// The app's MFA requirement for a user in `groups`: `Err` when no
+    /// policy admits them.
+    fn mfa_requirement(&self, app: &AppConfig, groups: &[String]) -> Result<Option<MfaRequirement>, ()> {
+        match app.access().decide(&self.org_mfa, groups) {
+            Decision::Denied => Err(()),
+            Decision::Admitted { mfa, .. } => Ok(mfa),
+        }
+    }
+
+    /// Signs a request to the MFA service and the URL that carries it.
+    fn mfa_request_url(
+        &self,
+        path: &str,
+        session: &Session,
+        device: Option<String>,
+        purpose: MfaPurpose,
+        jti: &str,
+    ) -> Result<String, KeyError> {
+        let now = self.clock.now();
+        let claims = MfaRequestClaims {
+            iss: self.issuer().to_string(),
+            aud: MFA_AUDIENCE.to_string(),
+            sub: session.user.clone(),
+            sid: session.sid.clone(),
+            device,
+            purpose,
+            return_to: format!("{}{MFA_RETURN_PATH}", self.config.auth_url.trim_end_matches('/')),
+            jti: jti.to_string(),
+            iat: now.as_secs(),
+            exp: now.plus(MFA_REQUEST_TTL).as_secs(),
+        };
+        let token = self.key.sign(&claims)?;
+        let mut url = format!("{}{path}?request=", self.mfa_url);
+        url.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+        Ok(url)
+    }
+
     /// A session cookie; `Secure` when the gateway is served over https
     /// (real mode on loopback is plain http).
     fn cookie(&self, name: &str, value: &str, max_age: Duration) -> String {
@@ -436,7 +559,7 @@ impl Gateway {
 
 /// Sends the browser to the app's domain with a short-lived hand-off token
 /// that the gateway turns into the app's cookie there.
-fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session) -> Response {
+fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session, mfa: Option<String>) -> Response {
     let now = gw.clock.now();
     let mut path = url.path().to_string();
     if let Some(q) = url.query() {
@@ -444,7 +567,7 @@ fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session) -> Response {
         path.push_str(q);
     }
     let end = now.plus(HANDOFF_TTL).min(session.expires);
-    let Ok(token) = gw.sign_session(session, app, end, Some(path)) else {
+    let Ok(token) = gw.sign_session(session, app, end, Some(path), mfa) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
     };
     let Some(app_config) = gw.config.apps.iter().find(|a| a.name == app) else {
@@ -469,7 +592,7 @@ fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
         Ok(s) => s,
         Err(p) => return reject(gw, ctx, Some(&app.name), StatusCode::UNAUTHORIZED, p.as_str()),
     };
-    let Ok(app_token) = gw.sign_session(&session, &app.name, session.expires, None) else {
+    let Ok(app_token) = gw.sign_session(&session, &app.name, session.expires, None, claims.mfa.clone()) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
     };
     gw.decide(ctx, Some(&app.name), GatewayVerdict::Serve, Some(302), Some(&session), "app session set");
@@ -478,11 +601,189 @@ fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
     with_cookie(redirect(&path), &gw.cookie(APP_COOKIE, &app_token, session.expires.since(now)))
 }
 
+/// Finishes a login to `app`: asks for the edge MFA first when the app's
+/// policy requires it and nothing in the session satisfies it yet.
+fn app_login(gw: &Gateway, ctx: &RequestCtx, app: &str, url: &Url, session: &Session) -> Response {
+    let Some(app_config) = gw.config.apps.iter().find(|a| a.name == app) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "unknown app").into_response();
+    };
+    let requirement = match gw.mfa_requirement(app_config, &session.groups) {
+        // The app request itself answers 403.
+        Err(()) | Ok(None) => return handoff(gw, app, url, session, None),
+        Ok(Some(_)) if gw.config.danger_skip_mfa => return handoff(gw, app, url, session, None),
+        Ok(Some(r)) => r,
+    };
+    let now = gw.clock.now();
+    let device = gw.device_of(ctx.peer);
+
+    // The identity provider's own MFA, where the organization accepts it.
+    if gw.org_mfa.amr_matching
+        && let Some(factor) = amr_satisfies(&session.amr, &requirement)
+        && let Some(auth_time) = session.auth_time
+        && now.since(auth_time) <= gw.org_mfa.amr_session_duration
+    {
+        let verification = MfaVerification {
+            id: format!("amr-{}", gw.rng.hex_id(6)),
+            factor,
+            verified_at: auth_time,
+            device: device.clone(),
+            by: BY_IDP_AMR.to_string(),
+        };
+        gw.registry().add_verification(&session.sid, verification.clone());
+        gw.decide_with(
+            ctx,
+            Some(app),
+            GatewayVerdict::Serve,
+            Some(302),
+            Some(session),
+            &format!("mfa satisfied by the identity provider's amr ({factor})"),
+            device,
+            Some(verification.id.clone()),
+        );
+        return handoff(gw, app, url, session, Some(verification.id));
+    }
+
+    // An earlier verification in this session, on this device.
+    if let Some(v) = session
+        .mfa
+        .iter()
+        .rev()
+        .find(|v| v.device == device && requirement.satisfied_by(v.factor, now.since(v.verified_at)))
+    {
+        return handoff(gw, app, url, session, Some(v.id.clone()));
+    }
+
+    let jti = gw.rng.token(16);
+    let purpose = MfaPurpose::Verify {
+        app: app.to_string(),
+        allowed: requirement.allowed.iter().copied().collect(),
+        max_age_s: requirement.session_duration.as_secs(),
+    };
+    let location = match gw.mfa_request_url(MFA_VERIFY_PATH, session, device.clone(), purpose, &jti) {
+        Ok(l) => l,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    {
+        let mut pending = gw.pending_mfa.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.retain(|_, p| now.since(p.created) < MFA_REQUEST_TTL);
+        pending.insert(
+            jti,
+            PendingMfa {
+                sid: session.sid.clone(),
+                app: app.to_string(),
+                url: url.clone(),
+                allowed: requirement.allowed.iter().copied().collect(),
+                max_age: requirement.session_duration,
+                device: device.clone(),
+                created: now,
+            },
+        );
+    }
+    gw.decide_with(ctx, Some(app), GatewayVerdict::Redirect, Some(302), Some(session), "mfa required", device, None);
+    redirect(&location)
+}
+
+/// The MFA service sends the user back with evidence of a second factor.
+async fn mfa_return(gw: &Gateway, ctx: &RequestCtx) -> Response {
+    let evidence = ctx.query.get("evidence").cloned().unwrap_or_default();
+    let now = gw.clock.now();
+    let expect = Expect { issuer: &gw.mfa_url, audience: gw.issuer(), now, leeway_s: 0, danger_ignore_expiry: false };
+    let claims: MfaEvidenceClaims = match gw.mfa_keys.verify(&gw.http, &evidence, &expect).await {
+        Ok(c) => c,
+        Err(e) => return reject(gw, ctx, None, StatusCode::BAD_REQUEST, &format!("mfa evidence: {e}")),
+    };
+    let pending = gw.pending_mfa.lock().unwrap_or_else(PoisonError::into_inner).remove(&claims.request);
+    let Some(pending) = pending.filter(|p| now.since(p.created) < MFA_REQUEST_TTL) else {
+        return reject(gw, ctx, None, StatusCode::BAD_REQUEST, "mfa evidence answers no pending request");
+    };
+    let session = match gw.registry().live(&pending.sid, now, gw.checks()).cloned() {
+        Ok(s) => s,
+        Err(p) => return reject(gw, ctx, Some(&pending.app), StatusCode::UNAUTHORIZED, p.as_str()),
+    };
+    let fresh_enough = if pending.max_age.is_zero() {
+        claims.verified_at >= pending.created
+    } else {
+        now.since(claims.verified_at) <= pending.max_age
+    };
+    let problem = if claims.sid != session.sid || claims.sub != session.user {
+        Some("mfa evidence is for another session")
+    } else if claims.device != pending.device {
+        Some("mfa evidence is bound to another device")
+    } else if !pending.allowed.contains(&claims.factor) {
+        Some("mfa evidence is for a factor type the app does not allow")
+    } else if !fresh_enough {
+        Some("mfa evidence is older than the app's MFA session")
+    } else {
+        None
+    };
+    if let Some(reason) = problem {
+        return reject(gw, ctx, Some(&pending.app), StatusCode::FORBIDDEN, reason);
+    }
+    let verification = MfaVerification {
+        id: claims.jti.clone(),
+        factor: claims.factor,
+        verified_at: claims.verified_at,
+        device: claims.device.clone(),
+        by: gw.mfa_url.clone(),
+    };
+    gw.registry().add_verification(&session.sid, verification);
+    gw.decide_with(
+        ctx,
+        Some(&pending.app),
+        GatewayVerdict::Serve,
+        Some(302),
+        Some(&session),
+        &format!("mfa verified ({})", claims.factor),
+        claims.device.clone(),
+        Some(claims.jti.clone()),
+    );
+    handoff(gw, &pending.app, &pending.url, &session, Some(claims.jti))
+}
+
+/// The App Launcher's "add an MFA device": needs a session, not MFA.
+fn launcher_add_factor(gw: &Gateway, ctx: &RequestCtx) -> Response {
+    let kind = match ctx.query.get("kind").map(|k| serde_json::from_value::<FactorKind>(serde_json::json!(k))) {
+        Some(Ok(k)) => k,
+        _ => return reject(gw, ctx, None, StatusCode::BAD_REQUEST, "kind must be totp, security_key or biometrics"),
+    };
+    let session = match cookie_value(&ctx.headers, GLOBAL_COOKIE) {
+        Some(token) => gw.session_from_token(&token, GLOBAL_AUDIENCE),
+        None => Err("no session".to_string()),
+    };
+    let session = match session {
+        Ok(s) => s,
+        Err(reason) => {
+            gw.decide(ctx, None, GatewayVerdict::Redirect, Some(302), None, &reason);
+            let here = format!("{}{}", gw.config.auth_url.trim_end_matches('/'), ctx.path_and_query);
+            return redirect(&gw.login_redirect_url(&here));
+        }
+    };
+    let device = gw.device_of(ctx.peer);
+    let jti = gw.rng.token(16);
+    match gw.mfa_request_url(MFA_ENROLL_PATH, &session, device.clone(), MfaPurpose::Enroll { kind }, &jti) {
+        Ok(location) => {
+            gw.decide_with(
+                ctx,
+                None,
+                GatewayVerdict::Serve,
+                Some(302),
+                Some(&session),
+                "app launcher: add an MFA device",
+                device,
+                None,
+            );
+            redirect(&location)
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 fn device_session(gw: &Gateway, ctx: &RequestCtx) -> Response {
     let token = bearer_token(&ctx.headers).unwrap_or("");
     match gw.session_from_token(token, DEVICE_AUDIENCE) {
         Ok(session) => match &session.device {
             Some(device) => {
+                gw.devices.lock().unwrap_or_else(PoisonError::into_inner).insert(ctx.peer, session.sid.clone());
                 gw.decide(ctx, None, GatewayVerdict::Serve, Some(200), Some(&session), "device session live");
                 axum::Json(DeviceSessionInfo {
                     sid: session.sid.clone(),
@@ -508,10 +809,10 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest"));
     let session = match cookie_value(&ctx.headers, APP_COOKIE) {
-        Some(token) => gw.session_from_token(&token, &app.name),
+        Some(token) => gw.session_and_claims(&token, &app.name),
         None => Err("no session".to_string()),
     };
-    let session = match session {
+    let (session, claims) = match session {
         Ok(s) => s,
         Err(reason) if xhr => {
             gw.decide(&ctx, Some(&app.name), GatewayVerdict::Unauthorized, Some(401), None, &reason);
@@ -522,7 +823,7 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
             return redirect(&gw.login_redirect_url(&gw.app_url(app, &ctx.path_and_query)));
         }
     };
-    if !session.groups.iter().any(|g| app.allow_groups.contains(g)) {
+    let Ok(requirement) = gw.mfa_requirement(app, &session.groups) else {
         gw.decide(
             &ctx,
             Some(&app.name),
@@ -532,9 +833,38 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
             "policy: no allowed group",
         );
         return (StatusCode::FORBIDDEN, "access denied by policy").into_response();
-    }
+    };
 
     let now = gw.clock.now();
+    let device = gw.device_of(ctx.peer);
+    let mut mfa_claim = None;
+    if let Some(requirement) = requirement.filter(|_| !gw.config.danger_skip_mfa) {
+        let verification = claims.mfa.as_ref().and_then(|id| session.mfa.iter().find(|v| &v.id == id));
+        let problem = match verification {
+            None => Some("mfa required"),
+            Some(v) if !requirement.allowed.contains(&v.factor) => Some("mfa: factor type not allowed"),
+            Some(v) if v.device != device => Some("mfa: verified on another device"),
+            Some(v) if !requirement.every_login() && now.since(v.verified_at) > requirement.session_duration => {
+                Some("mfa: the app's MFA session has expired")
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = problem {
+            let (verdict, status) =
+                if xhr { (GatewayVerdict::Unauthorized, 401) } else { (GatewayVerdict::Redirect, 302) };
+            gw.decide_with(&ctx, Some(&app.name), verdict, Some(status), Some(&session), reason, device, None);
+            if xhr {
+                return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": reason }))).into_response();
+            }
+            return redirect(&gw.login_redirect_url(&gw.app_url(app, &ctx.path_and_query)));
+        }
+        mfa_claim = verification.map(|v| AppTokenMfa {
+            factor: v.factor,
+            verified_at: v.verified_at.as_secs(),
+            device: v.device.clone(),
+            by: v.by.clone(),
+        });
+    }
     let app_token = match gw.key.sign(&AppTokenClaims {
         iss: gw.issuer().to_string(),
         aud: app.name.clone(),
@@ -543,6 +873,7 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         sid: session.sid.clone(),
         iat: now.as_secs(),
         exp: now.plus(gw.config.app_token_ttl).as_secs(),
+        mfa: mfa_claim,
     }) {
         Ok(t) => t,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -555,7 +886,16 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         Ok(b) => b,
         Err(_) => return reject(gw, &ctx, Some(&app.name), StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
     };
-    gw.decide(&ctx, Some(&app.name), GatewayVerdict::Forward, None, Some(&session), "session live, policy allows");
+    gw.decide_with(
+        &ctx,
+        Some(&app.name),
+        GatewayVerdict::Forward,
+        None,
+        Some(&session),
+        "session live, policy allows",
+        device,
+        claims.mfa.clone().filter(|_| !gw.config.danger_skip_mfa),
+    );
 
     let mut fetch = Fetch { method: ctx.method.clone(), url: upstream, headers: Vec::new(), body: None };
     for (name, value) in &ctx.headers {

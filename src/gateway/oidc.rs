@@ -67,6 +67,11 @@ pub enum Target {
         /// Device id.
         device: String,
     },
+    /// A page of the gateway's own App Launcher.
+    Launcher {
+        /// The URL asked for.
+        url: Url,
+    },
 }
 
 /// The ID token claims the gateway uses.
@@ -83,6 +88,12 @@ pub struct IdentityClaims {
     /// Nonce echoed by the provider.
     #[serde(default)]
     pub nonce: Option<String>,
+    /// Authentication methods (RFC 8176), if given.
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// When the user authenticated at the provider (seconds), if given.
+    #[serde(default)]
+    pub auth_time: Option<u64>,
 }
 
 /// The relying party's cached view of its provider.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::net::UnixMillis;
+use crate::policy::FactorKind;
 
 /// Audience of device-registration tokens.
 pub const DEVICE_AUDIENCE: &str = "lockstep-device";
@@ -36,6 +37,27 @@ pub struct Session {
     pub expires: UnixMillis,
     /// When it was revoked, if it was.
     pub revoked: Option<UnixMillis>,
+    /// `amr` of the ID token that opened it.
+    pub amr: Vec<String>,
+    /// When the user authenticated at the IdP, if it said.
+    pub auth_time: Option<UnixMillis>,
+    /// Edge MFA verifications made in this session.
+    pub mfa: Vec<MfaVerification>,
+}
+
+/// A second factor verified for a session.
+#[derive(Clone, Debug)]
+pub struct MfaVerification {
+    /// Evidence id.
+    pub id: String,
+    /// Factor type.
+    pub factor: FactorKind,
+    /// When the factor was checked.
+    pub verified_at: UnixMillis,
+    /// Device it is bound to.
+    pub device: Option<String>,
+    /// Who verified it: the MFA service's URL, or `idp-amr`.
+    pub by: String,
 }
 
 /// Why a session is not live.
@@ -93,6 +115,13 @@ impl Registry {
         Ok(s)
     }
 
+    /// Records an MFA verification on session `sid`.
+    pub fn add_verification(&mut self, sid: &str, verification: MfaVerification) {
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.mfa.push(verification);
+        }
+    }
+
     /// Revokes every live session of `user` at `now`; returns their ids.
     pub fn revoke_user(&mut self, user: &str, now: UnixMillis) -> Vec<String> {
         self.sessions
@@ -128,6 +157,9 @@ pub struct SessionClaims {
     /// Device registrations only: the device id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// App cookies and hand-offs: the MFA verification the app login used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<String>,
 }
 
 #[cfg(test)]
@@ -144,6 +176,9 @@ mod tests {
             issued: UnixMillis(0),
             expires: UnixMillis(expires),
             revoked: None,
+            amr: vec![],
+            auth_time: None,
+            mfa: vec![],
         }
     }
 

@@ -1,13 +1,16 @@
 //! A scripted browser: cookies, redirects, and a user who types credentials
 //! into the identity provider's login form.
 
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::future::BoxFuture;
 
 use url::Url;
 
 use super::client::{Fetch, FetchError, HttpClient, HttpResponse};
 use super::cookies::CookieJar;
-use super::form;
+use super::form::{self, HtmlForm};
 use crate::net::SharedClock;
 
 /// A user's credentials, typed into a login form when one shows up.
@@ -28,9 +31,33 @@ pub struct Navigation {
     pub follow: bool,
     /// Sign in with these when a login form appears (implies `follow`).
     pub login: Option<Credentials>,
-    /// A raw `Cookie` header to send instead of the jar's (a replayed, stolen cookie).
-    pub cookie_override: Option<String>,
+    /// A stolen cookie jar that replaces the profile's before loading.
+    pub stolen_jar: Option<CookieJar>,
+    /// The user's second factors, for the MFA service's forms.
+    pub factor: Option<FactorHandle>,
 }
+
+/// Someone who answers second-factor forms: a user with a security key, a
+/// platform authenticator or an authenticator app at hand.
+pub trait FactorResponder: Send + Sync {
+    /// The fields to post for `form` (its hidden `mfa` field names what it
+    /// asks for), on a page whose origin the browser shows as `page_origin`;
+    /// `None` when the user cannot answer it.
+    fn answer<'a>(&'a self, form: &'a HtmlForm, page_origin: &'a str) -> BoxFuture<'a, Option<Vec<(String, String)>>>;
+}
+
+/// A shared [`FactorResponder`].
+#[derive(Clone)]
+pub struct FactorHandle(pub Arc<dyn FactorResponder>);
+
+impl fmt::Debug for FactorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FactorHandle")
+    }
+}
+
+/// Second-factor forms answered in one navigation at most.
+const MAX_FACTOR_FORMS: usize = 4;
 
 /// Where a navigation ended.
 #[derive(Clone, Debug)]
@@ -59,12 +86,9 @@ impl Browser {
     }
 
     /// Sends one request with the profile's cookies and keeps what it sets.
-    pub async fn fetch(&self, mut fetch: Fetch, cookie_override: Option<&str>) -> Result<HttpResponse, FetchError> {
+    pub async fn fetch(&self, mut fetch: Fetch) -> Result<HttpResponse, FetchError> {
         let now = self.clock.now();
-        let cookie = match cookie_override {
-            Some(c) => Some(c.to_string()),
-            None => self.jar().header_for(&fetch.url, now),
-        };
+        let cookie = self.jar().header_for(&fetch.url, now);
         if let Some(c) = cookie {
             fetch = fetch.header("cookie", c);
         }
@@ -82,8 +106,12 @@ impl Browser {
     /// Loads `url`, following redirects and signing in as asked.
     pub async fn navigate(&self, url: Url, nav: &Navigation) -> Result<Landing, FetchError> {
         let follow = nav.follow || nav.login.is_some();
+        if let Some(jar) = &nav.stolen_jar {
+            *self.jar() = jar.clone();
+        }
         let mut next = Fetch::get(url);
         let mut logged_in = false;
+        let mut factor_forms = 0;
         for _ in 0..MAX_HOPS {
             if !matches!(next.url.scheme(), "http" | "https") {
                 return Ok(Landing::Handoff(next.url));
@@ -91,7 +119,7 @@ impl Browser {
             if nav.xhr {
                 next = next.header("x-requested-with", "XMLHttpRequest");
             }
-            let response = self.fetch(next, nav.cookie_override.as_deref()).await?;
+            let response = self.fetch(next).await?;
             if follow && response.is_redirect() {
                 match response.location() {
                     Some(loc) => {
@@ -113,15 +141,32 @@ impl Browser {
                     continue;
                 }
             }
+            if let (Some(factor), 200 | 401, true) = (&nav.factor, response.status, factor_forms < MAX_FACTOR_FORMS) {
+                let page = response.text();
+                let origin = response.url.origin().ascii_serialization();
+                let mut answer = None;
+                for f in form::forms(&page).into_iter().filter(|f| f.has_input("mfa")) {
+                    if let Some(fields) = factor.0.answer(&f, &origin).await {
+                        answer = Some((f, fields));
+                        break;
+                    }
+                }
+                if let Some((f, fields)) = answer {
+                    let action = response.url.join(&f.action).map_err(|e| FetchError::BadUrl(e.to_string()))?;
+                    next = Fetch::post_form(action, &fields);
+                    factor_forms += 1;
+                    continue;
+                }
+            }
             return Ok(Landing::Page(response));
         }
         Err(FetchError::TooManyRedirects)
     }
 
-    /// The cookies an attacker who copied this profile could replay to `url`
-    /// (expired ones included: a thief does not honour Max-Age).
-    pub fn export_cookies(&self, url: &Url) -> Option<String> {
-        self.jar().export_for(url)
+    /// The cookies an attacker who copied this profile replays (expired
+    /// ones included: a thief does not honour Max-Age).
+    pub fn export_cookies(&self) -> CookieJar {
+        self.jar().stolen_copy()
     }
 
     /// Forgets every cookie and connection (a fresh profile).

@@ -91,11 +91,14 @@ impl CookieJar {
         (!pairs.is_empty()).then(|| pairs.join("; "))
     }
 
-    /// Every cookie that would apply to `url`, expired or not: what an
-    /// attacker who copied the profile can replay.
-    pub fn export_for(&self, url: &Url) -> Option<String> {
-        let pairs: Vec<String> = self.matching(url).map(|c| format!("{}={}", c.name, c.value)).collect();
-        (!pairs.is_empty()).then(|| pairs.join("; "))
+    /// A copy of every cookie with its expiry dropped: what an attacker who
+    /// copied the profile replays (a thief does not honour Max-Age).
+    pub fn stolen_copy(&self) -> CookieJar {
+        let mut jar = self.clone();
+        for c in jar.cookies.values_mut() {
+            c.expires = None;
+        }
+        jar
     }
 
     /// Number of stored cookies.
@@ -167,7 +170,12 @@ mod tests {
         assert_eq!(jar.header_for(&url("http://chat.lab.test/a"), now), None, "secure");
         let later = UnixMillis::from_secs(1_060);
         assert_eq!(jar.header_for(&url("https://chat.lab.test/a"), later), None);
-        assert_eq!(jar.export_for(&url("https://chat.lab.test/a")).as_deref(), Some("S=1"));
+        let stolen = jar.stolen_copy();
+        assert_eq!(
+            stolen.header_for(&url("https://chat.lab.test/a"), later).as_deref(),
+            Some("S=1"),
+            "a thief ignores Max-Age"
+        );
     }
 
     #[test]

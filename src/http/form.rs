@@ -21,6 +21,11 @@ impl HtmlForm {
         self.inputs.iter().any(|(n, _, _)| n == name)
     }
 
+    /// The value of input `name`, if the form has one.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.inputs.iter().find(|(n, _, _)| n == name).map(|(_, v, _)| v.as_str())
+    }
+
     /// The fields to submit, with `overrides` replacing or adding values.
     pub fn fields_with(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut fields: Vec<(String, String)> = self

@@ -318,7 +318,8 @@ async fn login(State(idp): State<Arc<Idp>>, Form(f): Form<LoginForm>) -> Respons
         idp.reject("login", "unknown or expired login request");
         return (StatusCode::BAD_REQUEST, "this sign-in request has expired; start again").into_response();
     };
-    let ok = idp.user(&f.username).is_some_and(|u| u.password == f.password);
+    // A compromised IdP vouches for anyone it is told to.
+    let ok = idp.user(&f.username).is_some_and(|u| idp.config.danger_compromised || u.password == f.password);
     idp.recorder.record(EventBody::IdpLogin {
         user: f.username.clone(),
         result: if ok { "ok".into() } else { "bad credentials".into() },
@@ -438,7 +439,7 @@ async fn token(State(idp): State<Arc<Idp>>, headers: HeaderMap, Form(f): Form<To
         email: user.email.clone(),
         name: user.name.clone(),
         groups: user.groups.clone(),
-        amr: vec!["pwd".into()],
+        amr: user.amr.clone(),
     };
     let id_token = match idp.key.sign(&claims) {
         Ok(t) => t,
@@ -456,6 +457,7 @@ async fn token(State(idp): State<Arc<Idp>>, headers: HeaderMap, Form(f): Form<To
         client_id: client.client_id.clone(),
         alg: format!("{:?}", idp.key.alg()),
         kid: idp.key.kid().to_string(),
+        amr: user.amr.clone(),
     });
     (
         [(header::CACHE_CONTROL, "no-store")],

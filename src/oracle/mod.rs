@@ -13,6 +13,7 @@
 //! * **E4 (no forwarding without a session)**: every request the gateway
 //!   forwards, and every request an origin serves, carries a session that
 //!   is issued, unexpired and unrevoked at that instant (no grace).
+//! * **E5** and **E7** (independent MFA): see the `mfa` submodule.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -49,10 +50,13 @@ impl fmt::Display for Violation {
     }
 }
 
+mod mfa;
+
 #[derive(Clone, Debug)]
 struct SessionLife {
     user: String,
     device: Option<String>,
+    groups: Vec<String>,
     issued: u64,
     expires: u64,
     revoked: Option<u64>,
@@ -104,6 +108,7 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
         flows: BTreeMap::new(),
         reported_flows: BTreeSet::new(),
         violations: Vec::new(),
+        mfa: mfa::MfaMemory::default(),
     };
     for event in &trace.events {
         oracle.observe(event);
@@ -117,6 +122,7 @@ struct Oracle {
     flows: BTreeMap<u64, FlowInfo>,
     reported_flows: BTreeSet<u64>,
     violations: Vec<Violation>,
+    mfa: mfa::MfaMemory,
 }
 
 impl Oracle {
@@ -131,13 +137,15 @@ impl Oracle {
     }
 
     fn observe(&mut self, e: &Event) {
+        self.observe_mfa(e);
         match &e.body {
-            EventBody::SessionIssued { sid, user, device, expires_t } => {
+            EventBody::SessionIssued { sid, user, device, expires_t, groups } => {
                 self.sessions.insert(
                     sid.clone(),
                     SessionLife {
                         user: user.clone(),
                         device: device.clone(),
+                        groups: groups.clone(),
                         issued: e.t,
                         expires: *expires_t,
                         revoked: None,
@@ -174,9 +182,12 @@ impl Oracle {
                     self.check_e1(e, &info, &what, Some(*flow));
                 }
             }
-            EventBody::GatewayDecision { verdict: GatewayVerdict::Forward, app, sid, .. } => {
+            EventBody::GatewayDecision { verdict: GatewayVerdict::Forward, app, sid, user, device, mfa, .. } => {
                 let app = app.clone().unwrap_or_default();
                 self.check_e4(e, sid.as_deref(), &format!("gateway forwarded a request to {app}"));
+                if let (Some(sid), Some(user)) = (sid, user) {
+                    self.check_e5(e, &app, sid, user, device.as_deref(), mfa.as_deref());
+                }
             }
             EventBody::OriginRequest { app, status, sid, .. } if (200..300).contains(status) => {
                 self.check_e4(e, sid.as_deref(), &format!("origin {app} served a request (status {status})"));

@@ -42,6 +42,7 @@ impl Builder {
                     allow_loopback: true,
                     expiry_grace_ms,
                     revocation_grace_ms,
+                    mfa: Default::default(),
                 },
             },
         );
@@ -63,6 +64,7 @@ impl Builder {
                 user: "alice".into(),
                 device: device.map(str::to_string),
                 expires_t,
+                groups: vec![],
             },
         )
     }
@@ -106,6 +108,8 @@ impl Builder {
                 sid: sid.map(str::to_string),
                 user: None,
                 reason: String::new(),
+                device: None,
+                mfa: None,
             },
         )
     }

@@ -12,11 +12,9 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use jsonwebtoken::jwk::JwkSet;
-use url::Url;
 
-use crate::http::{Fetch, HttpClient, PeerAddr};
-use crate::jose::{Expect, TokenError, verify};
+use crate::http::{HttpClient, PeerAddr, RemoteKeys};
+use crate::jose::Expect;
 use crate::net::{BoxListener, Net, SharedClock};
 use crate::protocol::{APP_TOKEN_HEADER, AppTokenClaims, CERTS_PATH};
 use crate::trace::{EventBody, Recorder};
@@ -28,20 +26,14 @@ pub struct Origin {
     clock: SharedClock,
     recorder: Recorder,
     http: HttpClient,
-    keys: tokio::sync::Mutex<Option<JwkSet>>,
+    keys: RemoteKeys,
 }
 
 impl Origin {
     /// The origin of `app`, trusting app tokens issued by the gateway at `gateway_url`.
     pub fn new(app: &str, gateway_url: &str, clock: SharedClock, recorder: Recorder, http: HttpClient) -> Self {
-        Origin {
-            app: app.to_string(),
-            issuer: gateway_url.to_string(),
-            clock,
-            recorder,
-            http,
-            keys: tokio::sync::Mutex::new(None),
-        }
+        let keys = RemoteKeys::new(format!("{}{CERTS_PATH}", gateway_url.trim_end_matches('/')));
+        Origin { app: app.to_string(), issuer: gateway_url.to_string(), clock, recorder, http, keys }
     }
 
     /// Serves the app on `addr` until the host stops.
@@ -55,24 +47,6 @@ impl Origin {
         crate::http::serve(listener, Router::new().fallback(handle).with_state(self)).await
     }
 
-    async fn keys(&self, refresh: bool) -> Result<JwkSet, String> {
-        let mut cached = self.keys.lock().await;
-        if let Some(k) = cached.as_ref()
-            && !refresh
-        {
-            return Ok(k.clone());
-        }
-        let url =
-            Url::parse(&format!("{}{CERTS_PATH}", self.issuer.trim_end_matches('/'))).map_err(|e| e.to_string())?;
-        let response = self.http.send(Fetch::get(url)).await.map_err(|e| e.to_string())?;
-        if response.status != 200 {
-            return Err(format!("certs endpoint answered {}", response.status));
-        }
-        let keys: JwkSet = serde_json::from_slice(&response.body).map_err(|e| e.to_string())?;
-        *cached = Some(keys.clone());
-        Ok(keys)
-    }
-
     async fn check(&self, token: &str) -> Result<AppTokenClaims, String> {
         let expect = Expect {
             issuer: &self.issuer,
@@ -81,14 +55,7 @@ impl Origin {
             leeway_s: 0,
             danger_ignore_expiry: false,
         };
-        let keys = self.keys(false).await?;
-        match verify::<AppTokenClaims>(token, &keys, &expect) {
-            Err(TokenError::UnknownKey(_)) => {
-                let keys = self.keys(true).await?;
-                verify(token, &keys, &expect).map_err(|e| e.to_string())
-            }
-            other => other.map_err(|e| e.to_string()),
-        }
+        self.keys.verify(&self.http, token, &expect).await
     }
 }
 

@@ -11,9 +11,11 @@ use std::time::Duration;
 use url::Url;
 
 pub use self::outcome::{Expectation, Outcome};
+use crate::authenticator::AuthenticatorProfile;
 use crate::config::{LabConfig, Resolved};
 use crate::http::Credentials;
 use crate::input::{InputError, Source};
+use crate::policy::FactorKind;
 
 /// The scenarios shipped in the binary (the same files as `scenarios/`).
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -43,8 +45,27 @@ pub struct Scenario {
     /// Invariant violations the scenario expects (a scenario that shows a
     /// known-bad configuration); empty means none may occur.
     pub expect_violations: Vec<String>,
+    /// Virtual FIDO2 authenticators the scenario hands out, by name.
+    pub authenticators: Vec<(String, AuthenticatorProfile)>,
+    /// Authenticator apps (TOTP), by name, with their clock skew in ms.
+    pub totp_apps: Vec<(String, i64)>,
     /// The timeline.
     pub steps: Vec<Step>,
+}
+
+/// How a step uses second factors.
+#[derive(Clone, Debug, Default)]
+pub struct MfaUse {
+    /// The authenticator or TOTP app the user answers with (or enrols).
+    pub factor: Option<String>,
+    /// The factor used to verify before adding another (defaults to `factor`).
+    pub verify_with: Option<String>,
+    /// The look-alike origin the victim's browser shows (a relaying proxy).
+    pub relay_origin: Option<String>,
+    /// A browser that does not check the RP id against its origin.
+    pub naive_client: bool,
+    /// Type the code the TOTP app showed last instead of a fresh one.
+    pub replay_last_code: bool,
 }
 
 /// One step.
@@ -93,6 +114,33 @@ pub enum Action {
         login: Option<Credentials>,
         /// Replay the cookies stolen from this device application.
         stolen_from: Option<String>,
+        /// Second factors.
+        mfa: MfaUse,
+    },
+    /// Enrol a second factor through the App Launcher.
+    Enroll {
+        /// Who.
+        client: Client,
+        /// Factor type.
+        kind: FactorKind,
+        /// Sign in with these when a login form appears.
+        login: Option<Credentials>,
+        /// Replay the cookies stolen from this device application.
+        stolen_from: Option<String>,
+        /// The factor to enrol (`factor`) and to verify with (`verify_with`).
+        mfa: MfaUse,
+    },
+    /// An attacker clones a hardware authenticator (extracts its keys).
+    CloneAuthenticator {
+        /// The authenticator.
+        from: String,
+        /// Name of the clone.
+        to: String,
+    },
+    /// An administrator issues a one-time enrollment code to a user.
+    IssueEnrollmentCode {
+        /// The user.
+        user: String,
     },
     /// A device application opens a long-lived stream.
     StreamOpen {
@@ -137,7 +185,16 @@ impl Action {
         match self {
             Action::Boot => "boot the device".into(),
             Action::SignIn { credentials } => format!("{} signs in", credentials.username),
-            Action::Request { client, url, xhr, stolen_from, login, .. } => {
+            Action::Enroll { client, kind, mfa, .. } => {
+                let who = match client {
+                    Client::Device(p) => p.clone(),
+                    Client::Attacker => "attacker".into(),
+                };
+                format!("{who} enrols {} as {kind}", mfa.factor.as_deref().unwrap_or("?"))
+            }
+            Action::CloneAuthenticator { from, to } => format!("attacker clones {from} into {to}"),
+            Action::IssueEnrollmentCode { user } => format!("administrator issues an enrollment code to {user}"),
+            Action::Request { client, url, xhr, stolen_from, login, mfa, .. } => {
                 let who = match client {
                     Client::Device(p) => p.clone(),
                     Client::Attacker => "attacker".into(),
@@ -151,6 +208,12 @@ impl Action {
                 }
                 if let Some(from) = stolen_from {
                     s.push_str(&format!(" with cookies stolen from {from}"));
+                }
+                if let Some(f) = &mfa.factor {
+                    s.push_str(&format!(", second factor {f}"));
+                }
+                if let Some(o) = &mfa.relay_origin {
+                    s.push_str(&format!(" relayed through {o}"));
                 }
                 s
             }

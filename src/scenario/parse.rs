@@ -8,13 +8,15 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-use super::{Action, Client, Expectation, Scenario, Step};
+use super::{Action, Client, Expectation, MfaUse, Scenario, Step};
+use crate::authenticator::AuthenticatorProfile;
 use crate::config::{AGENT_PROCESS, AUTH_PROCESS, DEFAULT_LAB_NAME, LabConfig, Resolved};
 use crate::http::Credentials;
 use crate::input::{InputError, Source, line_col};
+use crate::policy::FactorKind;
 
 /// Invariants a scenario may declare it expects to see violated.
-pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E4"];
+pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E4", "E5", "E7"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +29,21 @@ struct RawScenario {
     config: Option<toml::Table>,
     #[serde(default)]
     expect_violations: Vec<Spanned<String>>,
+    #[serde(default, rename = "authenticator")]
+    authenticators: Vec<Spanned<toml::Table>>,
+    #[serde(default, rename = "totp_app")]
+    totp_apps: Vec<Spanned<RawTotpApp>>,
     #[serde(default, rename = "step")]
     steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTotpApp {
+    name: String,
+    /// How far the app's clock is off, in seconds (negative: slow).
+    #[serde(default)]
+    clock_skew_s: i64,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +68,13 @@ struct RawStep {
     stream: Option<Spanned<String>>,
     line: Option<Spanned<String>>,
     by: Option<Spanned<String>>,
+    factor: Option<Spanned<String>>,
+    verify_with: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    relay_origin: Option<Spanned<String>>,
+    naive_client: Option<Spanned<bool>>,
+    replay_last_code: Option<Spanned<bool>>,
+    authenticator: Option<Spanned<String>>,
 }
 
 impl RawStep {
@@ -77,6 +99,13 @@ impl RawStep {
         add("stream", self.stream.as_ref().map(Spanned::span));
         add("line", self.line.as_ref().map(Spanned::span));
         add("by", self.by.as_ref().map(Spanned::span));
+        add("factor", self.factor.as_ref().map(Spanned::span));
+        add("verify_with", self.verify_with.as_ref().map(Spanned::span));
+        add("kind", self.kind.as_ref().map(Spanned::span));
+        add("relay_origin", self.relay_origin.as_ref().map(Spanned::span));
+        add("naive_client", self.naive_client.as_ref().map(Spanned::span));
+        add("replay_last_code", self.replay_last_code.as_ref().map(Spanned::span));
+        add("authenticator", self.authenticator.as_ref().map(Spanned::span));
         v
     }
 }
@@ -84,7 +113,26 @@ impl RawStep {
 const ACTIONS: &[(&str, &[&str])] = &[
     ("boot", &[]),
     ("sign_in", &["user", "password"]),
-    ("request", &["process", "from", "url", "xhr", "follow", "login_as", "cookies_from"]),
+    (
+        "request",
+        &[
+            "process",
+            "from",
+            "url",
+            "xhr",
+            "follow",
+            "login_as",
+            "cookies_from",
+            "factor",
+            "verify_with",
+            "relay_origin",
+            "naive_client",
+            "replay_last_code",
+        ],
+    ),
+    ("enroll", &["process", "from", "kind", "login_as", "factor", "verify_with", "cookies_from"]),
+    ("clone_authenticator", &["authenticator", "to"]),
+    ("issue_enrollment_code", &["user"]),
     ("stream_open", &["process", "to", "stream"]),
     ("stream_send", &["process", "stream", "line"]),
     ("advance", &["by"]),
@@ -97,6 +145,8 @@ struct Ctx<'a> {
     source: &'a Source,
     lab: &'a LabConfig,
     resolved: &'a Resolved,
+    /// Names of the scenario's authenticators and TOTP apps.
+    factors: Vec<String>,
 }
 
 impl Ctx<'_> {
@@ -135,6 +185,58 @@ impl Ctx<'_> {
                 })?,
         };
         Ok(Credentials { username: user.get_ref().clone(), password })
+    }
+
+    fn factor(&self, f: &Spanned<String>) -> Result<String, InputError> {
+        if self.factors.contains(f.get_ref()) {
+            return Ok(f.get_ref().clone());
+        }
+        Err(self.err(
+            f.span(),
+            format!(
+                "`{}` is not an [[authenticator]] or [[totp_app]] of this scenario (there are: {})",
+                f.get_ref(),
+                self.factors.join(", ")
+            ),
+        ))
+    }
+
+    fn client(&self, s: &RawStep) -> Result<Client, InputError> {
+        match (&s.process, &s.from) {
+            (Some(p), None) => Ok(Client::Device(self.app(p)?)),
+            (None, Some(f)) if f.get_ref() == "attacker" => Ok(Client::Attacker),
+            (None, Some(f)) => Err(self.err(f.span(), "`from` can only be `attacker`")),
+            (Some(_), Some(f)) => Err(self.err(f.span(), "give either `process` or `from`, not both")),
+            (None, None) => Err(self.err(
+                s.action.span(),
+                format!("`{}` needs `process` (a device application) or `from = \"attacker\"`", s.action.get_ref()),
+            )),
+        }
+    }
+
+    fn mfa_use(&self, s: &RawStep) -> Result<MfaUse, InputError> {
+        let relay_origin = match &s.relay_origin {
+            Some(o) => {
+                let url = Url::parse(o.get_ref()).map_err(|e| self.err(o.span(), format!("not an origin: {e}")))?;
+                Some(url.origin().ascii_serialization())
+            }
+            None => None,
+        };
+        Ok(MfaUse {
+            factor: s.factor.as_ref().map(|f| self.factor(f)).transpose()?,
+            verify_with: s.verify_with.as_ref().map(|f| self.factor(f)).transpose()?,
+            relay_origin,
+            naive_client: s.naive_client.as_ref().is_some_and(|x| *x.get_ref()),
+            replay_last_code: s.replay_last_code.as_ref().is_some_and(|x| *x.get_ref()),
+        })
+    }
+
+    fn stolen_from(&self, s: &RawStep, client: &Client) -> Result<Option<String>, InputError> {
+        match &s.cookies_from {
+            Some(c) if *client == Client::Attacker => Ok(Some(self.app(c)?)),
+            Some(c) => Err(self.err(c.span(), "`cookies_from` is for `from = \"attacker\"`")),
+            None => Ok(None),
+        }
     }
 
     fn app(&self, p: &Spanned<String>) -> Result<String, InputError> {
@@ -177,7 +279,34 @@ pub(super) fn parse(source: &Source, dir: Option<&Path>) -> Result<Scenario, Inp
         Some(overrides) => LabConfig::with_overrides(&base, overrides, source)?,
         None => LabConfig::parse(&base)?,
     };
-    let ctx = Ctx { source, lab: &lab, resolved: &resolved };
+    let mut authenticators = Vec::new();
+    let mut totp_apps = Vec::new();
+    let mut factors: Vec<String> = Vec::new();
+    for a in &raw.authenticators {
+        let mut table = a.get_ref().clone();
+        let name = match table.remove("name") {
+            Some(toml::Value::String(n)) => n,
+            _ => return Err(source.error(Some(a.span()), "an [[authenticator]] needs a `name`")),
+        };
+        let profile: AuthenticatorProfile = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| source.error(Some(a.span()), format!("authenticator `{name}`: {e}")))?;
+        profile.validate().map_err(|e| source.error(Some(a.span()), format!("authenticator `{name}`: {e}")))?;
+        if factors.contains(&name) {
+            return Err(source.error(Some(a.span()), format!("`{name}` is declared twice")));
+        }
+        factors.push(name.clone());
+        authenticators.push((name, profile));
+    }
+    for t in &raw.totp_apps {
+        let app = t.get_ref();
+        if factors.contains(&app.name) {
+            return Err(source.error(Some(t.span()), format!("`{}` is declared twice", app.name)));
+        }
+        factors.push(app.name.clone());
+        totp_apps.push((app.name.clone(), app.clock_skew_s.saturating_mul(1000)));
+    }
+    let ctx = Ctx { source, lab: &lab, resolved: &resolved, factors };
 
     let mut expect_violations = Vec::new();
     for v in &raw.expect_violations {
@@ -224,6 +353,8 @@ pub(super) fn parse(source: &Source, dir: Option<&Path>) -> Result<Scenario, Inp
         lab,
         resolved,
         expect_violations,
+        authenticators,
+        totp_apps,
         steps,
     })
 }
@@ -257,28 +388,36 @@ fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
             }
             Action::Revoke { user: user.get_ref().clone() }
         }
+        "enroll" => {
+            let client = ctx.client(s)?;
+            let kind_field = required(&s.kind, "kind", a, ctx)?;
+            let kind: FactorKind = serde_json::from_value(serde_json::json!(kind_field.get_ref()))
+                .map_err(|_| ctx.err(kind_field.span(), "`kind` is one of `totp`, `security_key`, `biometrics`"))?;
+            let stolen_from = ctx.stolen_from(s, &client)?;
+            let mfa = ctx.mfa_use(s)?;
+            if mfa.factor.is_none() {
+                return Err(ctx.err(a.span(), "`enroll` needs `factor` (the authenticator or TOTP app to enrol)"));
+            }
+            let login = s.login_as.as_ref().map(|u| ctx.credentials(u, None)).transpose()?;
+            Action::Enroll { client, kind, login, stolen_from, mfa }
+        }
+        "clone_authenticator" => {
+            let from = ctx.factor(required(&s.authenticator, "authenticator", a, ctx)?)?;
+            let to = required(&s.to, "to", a, ctx)?.get_ref().clone();
+            Action::CloneAuthenticator { from, to }
+        }
+        "issue_enrollment_code" => {
+            let user = required(&s.user, "user", a, ctx)?;
+            Action::IssueEnrollmentCode { user: user.get_ref().clone() }
+        }
         "request" => {
-            let client = match (&s.process, &s.from) {
-                (Some(p), None) => Client::Device(ctx.app(p)?),
-                (None, Some(f)) if f.get_ref() == "attacker" => Client::Attacker,
-                (None, Some(f)) => return Err(ctx.err(f.span(), "`from` can only be `attacker`")),
-                (Some(_), Some(f)) => return Err(ctx.err(f.span(), "give either `process` or `from`, not both")),
-                (None, None) => {
-                    return Err(
-                        ctx.err(a.span(), "`request` needs `process` (a device application) or `from = \"attacker\"`")
-                    );
-                }
-            };
+            let client = ctx.client(s)?;
             let url_field = required(&s.url, "url", a, ctx)?;
             let url = Url::parse(url_field.get_ref())
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
                 .ok_or_else(|| ctx.err(url_field.span(), format!("`{}` is not an http(s) URL", url_field.get_ref())))?;
-            let stolen_from = match &s.cookies_from {
-                Some(c) if client == Client::Attacker => Some(ctx.app(c)?),
-                Some(c) => return Err(ctx.err(c.span(), "`cookies_from` is for `from = \"attacker\"`")),
-                None => None,
-            };
+            let stolen_from = ctx.stolen_from(s, &client)?;
             let login = s.login_as.as_ref().map(|u| ctx.credentials(u, None)).transpose()?;
             Action::Request {
                 client,
@@ -287,6 +426,7 @@ fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
                 follow: s.follow.as_ref().is_some_and(|x| *x.get_ref()),
                 login,
                 stolen_from,
+                mfa: ctx.mfa_use(s)?,
             }
         }
         "stream_open" => {

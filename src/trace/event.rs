@@ -4,7 +4,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use indexmap::IndexMap;
+
 use crate::net::UnixMillis;
+use crate::policy::{AppAccess, FactorKind, OrgMfa};
 
 /// One recorded event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,6 +107,47 @@ pub struct EnforcementSpec {
     pub expiry_grace_ms: u64,
     /// How long after a revocation flows are still tolerated (ms).
     pub revocation_grace_ms: u64,
+    /// The independent-MFA policy (E5, E7).
+    #[serde(default)]
+    pub mfa: MfaSpec,
+}
+
+/// The MFA policy the administrator asked for, as the oracle needs it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MfaSpec {
+    /// The MFA service's host name in the trace.
+    pub host: String,
+    /// The only origin a WebAuthn assertion may carry.
+    pub origin: String,
+    /// Organization settings.
+    pub organization: OrgMfa,
+    /// Each application's access rules, by name.
+    pub apps: IndexMap<String, AppAccess>,
+}
+
+/// What the MFA service saw in an accepted factor (for E7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FactorFacts {
+    /// Credential or TOTP secret id.
+    pub credential: String,
+    /// TOTP: the time step of the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_step: Option<u64>,
+    /// WebAuthn: `origin` from the client data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// WebAuthn: the authenticator's sign counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u32>,
+    /// WebAuthn: the user-verified flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_verified: Option<bool>,
+    /// WebAuthn: whether user verification was required.
+    #[serde(default)]
+    pub uv_required: bool,
+    /// WebAuthn: the backup-eligible flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_eligible: Option<bool>,
 }
 
 /// Everything that can happen in a run.
@@ -282,6 +326,9 @@ pub enum EventBody {
         alg: String,
         /// Key id used.
         kid: String,
+        /// Authentication methods claimed (`amr`).
+        #[serde(default)]
+        amr: Vec<String>,
     },
     /// The IdP refused a request.
     IdpRejected {
@@ -302,6 +349,9 @@ pub enum EventBody {
         device: Option<String>,
         /// Trace time at which it expires.
         expires_t: u64,
+        /// The user's groups, from the ID token.
+        #[serde(default)]
+        groups: Vec<String>,
     },
     /// The gateway revoked a session.
     SessionRevoked {
@@ -330,11 +380,71 @@ pub enum EventBody {
         user: Option<String>,
         /// Why.
         reason: String,
+        /// The device the request came from, as the gateway identifies it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// The MFA verification the request rides on (forwarded requests).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mfa: Option<String>,
     },
     /// The gateway rejected an identity token or login response.
     GatewayLoginRejected {
         /// Why.
         reason: String,
+    },
+
+    // ---- MFA service ----
+    /// A factor was enrolled.
+    MfaEnrolled {
+        /// User.
+        user: String,
+        /// Factor type.
+        factor: FactorKind,
+        /// Short id of the credential or secret.
+        credential: String,
+        /// The authenticator's AAGUID (WebAuthn), hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aaguid: Option<String>,
+        /// Whether it was the user's first factor.
+        first: bool,
+        /// Peer that enrolled it.
+        peer: IpAddr,
+    },
+    /// The MFA service refused to enrol or to verify.
+    MfaRejected {
+        /// User, when known.
+        user: Option<String>,
+        /// Factor type, when known.
+        factor: Option<FactorKind>,
+        /// `enroll` or `verify`.
+        stage: String,
+        /// Why.
+        reason: String,
+        /// Peer.
+        peer: IpAddr,
+    },
+    /// The MFA service accepted a second factor and issued evidence.
+    MfaVerified {
+        /// Evidence id (the gateway names it when forwarding).
+        id: String,
+        /// User.
+        user: String,
+        /// Gateway session the verification is bound to.
+        sid: String,
+        /// Device it is bound to, as the gateway identified it.
+        device: Option<String>,
+        /// Factor type.
+        factor: FactorKind,
+        /// `webauthn`, `totp`, or `mfa_session` (reuse of an earlier
+        /// verification within its duration).
+        method: String,
+        /// Trace time of the factor check this rests on.
+        verified_t: u64,
+        /// Peer that answered.
+        peer: IpAddr,
+        /// Facts observed in the factor, whatever the verdict's reasoning.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        facts: Option<FactorFacts>,
     },
 
     // ---- origins ----

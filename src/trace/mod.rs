@@ -10,7 +10,10 @@
 
 mod event;
 
-pub use event::{AllowRule, Direction, EnforcementSpec, Event, EventBody, FilterSummary, GatewayVerdict, Verdict};
+pub use event::{
+    AllowRule, Direction, EnforcementSpec, Event, EventBody, FactorFacts, FilterSummary, GatewayVerdict, MfaSpec,
+    Verdict,
+};
 
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -16,6 +16,7 @@ use crate::device::{DeviceCommand, DeviceSetup, Disk, Windows};
 use crate::gateway::Gateway;
 use crate::http::{Browser, FetchError, HttpClient, Landing, Navigation};
 use crate::idp::Idp;
+use crate::mfa::MfaService;
 use crate::net::SharedClock;
 use crate::net::sim::{HostError, SimWorld};
 use crate::origin::Origin;
@@ -32,6 +33,18 @@ pub enum GatewayCommand {
         user: String,
         /// Number of sessions revoked.
         reply: oneshot::Sender<usize>,
+    },
+}
+
+/// What an administrator can do at the MFA service's console.
+#[derive(Debug)]
+pub enum MfaCommand {
+    /// Issue a one-time enrollment code to a user; replies with it.
+    IssueEnrollmentCode {
+        /// The user.
+        user: String,
+        /// The code.
+        reply: oneshot::Sender<String>,
     },
 }
 
@@ -54,6 +67,7 @@ pub struct Controls {
     pub device: Control<DeviceCommand>,
     pub gateway: Control<GatewayCommand>,
     pub attacker: Control<AttackerCommand>,
+    pub mfa: Control<MfaCommand>,
 }
 
 fn err(e: impl std::error::Error + 'static) -> HostError {
@@ -101,8 +115,9 @@ pub fn build(
     {
         let ip = host_ip(&lab.gateway.host);
         let addr = SocketAddr::new(ip, port_of(&lab.gateway.auth_url));
-        let (config, clock, rng, rec, net, directory, control) = (
+        let (config, mfa, clock, rng, rec, net, directory, control) = (
             lab.gateway.clone(),
+            lab.mfa.clone(),
             clock.clone(),
             rng.child("gateway"),
             recorder.for_host(&lab.gateway.host),
@@ -112,7 +127,7 @@ pub fn build(
         );
         world.host(ip, move || {
             let http = HttpClient::new(net.clone(), directory.clone());
-            let gateway = Gateway::new(config.clone(), clock.clone(), rng.clone(), rec.clone(), http);
+            let gateway = Gateway::new(config.clone(), &mfa, clock.clone(), rng.clone(), rec.clone(), http);
             let net = net.clone();
             let mut commands = control.publish();
             async move {
@@ -125,6 +140,43 @@ pub fn build(
                 tokio::select! {
                     biased;
                     served = gateway.clone().run(net, addr) => served.map_err(err)?,
+                    _ = console => {}
+                }
+                Ok(())
+            }
+        });
+    }
+
+    // The independent MFA service.
+    let mfa_control = Control::default();
+    {
+        let ip = host_ip(&lab.mfa.host);
+        let addr = SocketAddr::new(ip, port_of(&lab.mfa.url));
+        let (config, gateway_url, clock, rng, rec, net, directory, control) = (
+            lab.mfa.clone(),
+            lab.gateway.auth_url.clone(),
+            clock.clone(),
+            rng.child("mfa"),
+            recorder.for_host(&lab.mfa.host),
+            net.clone(),
+            directory.clone(),
+            mfa_control.clone(),
+        );
+        world.host(ip, move || {
+            let http = HttpClient::new(net.clone(), directory.clone());
+            let mfa = MfaService::new(config.clone(), &gateway_url, clock.clone(), rng.clone(), rec.clone(), http);
+            let net = net.clone();
+            let mut commands = control.publish();
+            async move {
+                let mfa = Arc::new(mfa.map_err(err)?);
+                let console = async {
+                    while let Some(MfaCommand::IssueEnrollmentCode { user, reply }) = commands.recv().await {
+                        let _ = reply.send(mfa.issue_enrollment_code(&user));
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    served = mfa.clone().run(net, addr) => served.map_err(err)?,
                     _ = console => {}
                 }
                 Ok(())
@@ -216,5 +268,5 @@ pub fn build(
         });
     }
 
-    Controls { device: device_control, gateway: gateway_control, attacker: attacker_control }
+    Controls { device: device_control, gateway: gateway_control, attacker: attacker_control, mfa: mfa_control }
 }

@@ -6,21 +6,28 @@
 //! the administrator at the console, the attacker at their desk), never
 //! through the simulated network.
 
+mod factors;
 mod hosts;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use url::Url;
 
-use self::hosts::{AttackerCommand, GatewayCommand};
+use self::factors::{Factor, Factors, Responder};
+use self::hosts::{AttackerCommand, GatewayCommand, MfaCommand};
+use crate::authenticator::VirtualAuthenticator;
 use crate::device::{AppAction, AppResult, DeviceCommand};
 use crate::http::{FetchError, Landing, Navigation};
 use crate::net::SharedClock;
 use crate::net::sim::{SimFailure, SimParams, SimWorld};
 use crate::oracle::{self, Violation};
+use crate::protocol::LAUNCHER_ADD_FACTOR_PATH;
 use crate::rng::SeededRng;
-use crate::scenario::{Action, Client, Outcome, Scenario};
+use crate::scenario::{Action, Client, MfaUse, Outcome, Scenario};
+use crate::totp::TotpApp;
 use crate::trace::{EventBody, Recorder, Trace};
 
 /// A channel into a host's software, re-published each time the host starts.
@@ -93,6 +100,9 @@ pub struct RunReport {
     pub expected_violations: Vec<String>,
     /// Set when the lab itself failed (a component crashed or panicked).
     pub error: Option<String>,
+    /// Weaknesses the run demonstrated that are not invariant violations
+    /// (e.g. a phishable factor relayed successfully).
+    pub findings: Vec<String>,
     /// The trace.
     pub trace: Trace,
     /// Simulated time in all (ms).
@@ -160,10 +170,38 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         spec: resolved.lockdown.clone(),
     });
     let stats = world.stats();
-    let controls = hosts::build(&mut world, lab, resolved, clock, &recorder, &SeededRng::from_seed(seed));
-    let mut driver = Driver { world, timeout: lab.sim.step_timeout, controls, recorder: recorder.clone() };
+    let root = SeededRng::from_seed(seed);
+    let mut factors = Factors::default();
+    let mut error = None;
+    for (name, profile) in &scenario.authenticators {
+        match VirtualAuthenticator::new(name, profile.clone(), &root.child("authenticators")) {
+            Ok(a) => {
+                factors.by_name.insert(name.clone(), Factor::Webauthn(Arc::new(tokio::sync::Mutex::new(a))));
+            }
+            Err(e) => error = Some(format!("authenticator {name}: {e}")),
+        }
+    }
+    for (name, skew_ms) in &scenario.totp_apps {
+        factors.by_name.insert(name.clone(), Factor::Totp(Arc::new(tokio::sync::Mutex::new(TotpApp::new(*skew_ms)))));
+    }
+    let controls = hosts::build(&mut world, lab, resolved, clock.clone(), &recorder, &root);
+    let mut driver = Driver {
+        world,
+        timeout: lab.sim.step_timeout,
+        controls,
+        recorder: recorder.clone(),
+        factors,
+        mailbox: BTreeMap::new(),
+        clock,
+        rng: root.child("driver"),
+        findings: Vec::new(),
+        gateway_url: lab.gateway.auth_url.clone(),
+        interactive_user: lab.device.interactive_user.clone(),
+    };
     let mut steps = Vec::new();
-    let error = driver.play(scenario, &mut steps).err().map(|e| e.to_string());
+    if error.is_none() {
+        error = driver.play(scenario, &mut steps).err().map(|e| e.to_string());
+    }
     let sim_ms = crate::net::millis(driver.world.elapsed());
     recorder.record(EventBody::RunFinished { sim_ms });
     let trace = recorder.snapshot();
@@ -176,6 +214,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         violations,
         expected_violations: scenario.expect_violations.clone(),
         error,
+        findings: driver.findings,
         trace,
         sim_ms,
         connections: stats.connections(),
@@ -188,6 +227,14 @@ struct Driver<'a> {
     timeout: Duration,
     controls: hosts::Controls,
     recorder: Recorder,
+    factors: Factors,
+    /// Enrollment codes administrators gave users, by user.
+    mailbox: BTreeMap<String, String>,
+    clock: SharedClock,
+    rng: SeededRng,
+    findings: Vec<String>,
+    gateway_url: String,
+    interactive_user: String,
 }
 
 impl Driver<'_> {
@@ -303,30 +350,77 @@ impl Driver<'_> {
                     Reply::Timeout => Outcome::Timeout,
                 }
             }
-            Action::Request { client, url, xhr, follow, login, stolen_from } => {
-                let mut nav = Navigation { xhr: *xhr, follow: *follow, login: login.clone(), cookie_override: None };
-                match client {
-                    Client::Device(process) => {
-                        match self.app(process, AppAction::Navigate { url: url.clone(), nav })? {
-                            Reply::Got(AppResult::Landing(r)) => landing_outcome(r),
-                            other => app_failure(other),
-                        }
+            Action::Request { client, url, xhr, follow, login, stolen_from, mfa } => {
+                let nav = Navigation {
+                    xhr: *xhr,
+                    follow: *follow,
+                    login: login.clone(),
+                    stolen_jar: None,
+                    factor: self.responder(mfa, None),
+                };
+                let outcome = self.navigate(client, url.clone(), nav, stolen_from.as_deref())?;
+                if let (Some(origin), Some(factor), Outcome::Http(200)) = (&mfa.relay_origin, &mfa.factor, &outcome) {
+                    self.findings.push(format!(
+                        "phishable factor: `{factor}` answered on the look-alike origin {origin} and the relayed \
+                         login reached {url} (a TOTP code does not know which site it is typed into)"
+                    ));
+                }
+                outcome
+            }
+            Action::Enroll { client, kind, login, stolen_from, mfa } => {
+                let mut url = match Url::parse(&format!(
+                    "{}{LAUNCHER_ADD_FACTOR_PATH}",
+                    self.gateway_url.trim_end_matches('/')
+                )) {
+                    Ok(u) => u,
+                    Err(e) => return Ok(Outcome::Failed(e.to_string())),
+                };
+                url.query_pairs_mut().append_pair("kind", kind.as_str());
+                // Only the real user reads their mailbox.
+                let code = match client {
+                    Client::Device(_) => {
+                        let user = login.as_ref().map(|c| c.username.clone()).unwrap_or(self.interactive_user.clone());
+                        self.mailbox.get(&user).cloned()
                     }
-                    Client::Attacker => {
-                        if let Some(victim) = stolen_from {
-                            match self.app(victim, AppAction::ExportCookies { url: url.clone() })? {
-                                Reply::Got(AppResult::Cookies(c)) => nav.cookie_override = Some(c.unwrap_or_default()),
-                                other => return Ok(app_failure(other)),
-                            }
-                        }
-                        let control = self.controls.attacker.clone();
-                        let url = url.clone();
-                        match self.ask(&control, |reply| AttackerCommand::Navigate { url, nav, reply })? {
-                            Reply::Got(r) => landing_outcome(r),
-                            Reply::NotRunning => Outcome::Failed("the attacker's host is not running".into()),
-                            Reply::Timeout => Outcome::Timeout,
-                        }
+                    Client::Attacker => None,
+                };
+                let nav = Navigation {
+                    xhr: false,
+                    follow: true,
+                    login: login.clone(),
+                    stolen_jar: None,
+                    factor: self.responder(mfa, code),
+                };
+                let outcome = self.navigate(client, url, nav, stolen_from.as_deref())?;
+                if let (Client::Attacker, Outcome::Http(200)) = (client, &outcome) {
+                    self.findings.push(format!(
+                        "the attacker enrolled `{}` as a {kind} for the victim",
+                        mfa.factor.as_deref().unwrap_or("?")
+                    ));
+                }
+                outcome
+            }
+            Action::CloneAuthenticator { from, to } => {
+                let Some(Factor::Webauthn(original)) = self.factors.by_name.get(from).cloned() else {
+                    return Ok(Outcome::Failed(format!("`{from}` is not a FIDO2 authenticator")));
+                };
+                let clone = match original.try_lock() {
+                    Ok(device) => device.clone_device(to, &self.rng.child(to)),
+                    Err(_) => return Ok(Outcome::Failed(format!("`{from}` is in use"))),
+                };
+                self.factors.by_name.insert(to.clone(), Factor::Webauthn(Arc::new(tokio::sync::Mutex::new(clone))));
+                Outcome::Ok
+            }
+            Action::IssueEnrollmentCode { user } => {
+                let control = self.controls.mfa.clone();
+                let who = user.clone();
+                match self.ask(&control, |reply| MfaCommand::IssueEnrollmentCode { user: who, reply })? {
+                    Reply::Got(code) => {
+                        self.mailbox.insert(user.clone(), code);
+                        Outcome::Ok
                     }
+                    Reply::NotRunning => Outcome::Failed("the MFA service is not running".into()),
+                    Reply::Timeout => Outcome::Timeout,
                 }
             }
             Action::StreamOpen { process, to, stream } => {
@@ -336,6 +430,60 @@ impl Driver<'_> {
             Action::StreamSend { process, stream, line } => {
                 let action = AppAction::StreamSend { name: stream.clone(), line: line.clone() };
                 stream_outcome(self.app(process, action)?)
+            }
+        })
+    }
+}
+
+impl Driver<'_> {
+    fn factor(&self, name: &Option<String>) -> Option<Factor> {
+        name.as_ref().and_then(|n| self.factors.by_name.get(n).cloned())
+    }
+
+    fn responder(&self, mfa: &MfaUse, enrollment_code: Option<String>) -> Option<crate::http::FactorHandle> {
+        if mfa.factor.is_none() && mfa.verify_with.is_none() {
+            return None;
+        }
+        Some(
+            Responder {
+                factor: self.factor(&mfa.factor),
+                verify_with: self.factor(&mfa.verify_with),
+                relay_origin: mfa.relay_origin.clone(),
+                naive_client: mfa.naive_client,
+                replay_last_code: mfa.replay_last_code,
+                enrollment_code,
+                clock: self.clock.clone(),
+            }
+            .handle(),
+        )
+    }
+
+    /// Loads `url` in a device application's browser or the attacker's.
+    fn navigate(
+        &mut self,
+        client: &Client,
+        url: Url,
+        mut nav: Navigation,
+        stolen_from: Option<&str>,
+    ) -> Result<Outcome, SimFailure> {
+        Ok(match client {
+            Client::Device(process) => match self.app(process, AppAction::Navigate { url, nav })? {
+                Reply::Got(AppResult::Landing(r)) => landing_outcome(r),
+                other => app_failure(other),
+            },
+            Client::Attacker => {
+                if let Some(victim) = stolen_from {
+                    match self.app(victim, AppAction::ExportCookies)? {
+                        Reply::Got(AppResult::Cookies(jar)) => nav.stolen_jar = Some(jar),
+                        other => return Ok(app_failure(other)),
+                    }
+                }
+                let control = self.controls.attacker.clone();
+                match self.ask(&control, |reply| AttackerCommand::Navigate { url, nav, reply })? {
+                    Reply::Got(r) => landing_outcome(r),
+                    Reply::NotRunning => Outcome::Failed("the attacker's host is not running".into()),
+                    Reply::Timeout => Outcome::Timeout,
+                }
             }
         })
     }

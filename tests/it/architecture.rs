@@ -54,7 +54,7 @@ fn only_the_seam_knows_turmoil() {
 #[test]
 fn modules_import_only_what_their_layer_allows() {
     // module -> crate modules it must never use
-    let components = ["idp", "gateway", "origin", "web", "agent", "device"];
+    let components = ["idp", "gateway", "mfa", "origin", "web", "agent", "device"];
     let harness = ["oracle", "scenario", "world", "report"];
     for (path, text) in sources("src") {
         let module = module_of(&path);
@@ -65,7 +65,22 @@ fn modules_import_only_what_their_layer_allows() {
         };
         let mut forbidden: Vec<&str> = Vec::new();
         if components.contains(&module)
-            || ["http", "jose", "oauth", "protocol", "net", "rng", "trace", "wfp", "config", "input"].contains(&module)
+            || [
+                "http",
+                "jose",
+                "oauth",
+                "protocol",
+                "net",
+                "rng",
+                "trace",
+                "wfp",
+                "config",
+                "input",
+                "policy",
+                "totp",
+                "authenticator",
+            ]
+            .contains(&module)
         {
             forbidden.extend(harness);
         }
@@ -94,11 +109,22 @@ fn modules_import_only_what_their_layer_allows() {
 fn the_oracle_reads_only_the_trace() {
     for (path, text) in sources("src/oracle") {
         for line in text.lines().filter(|l| l.trim_start().starts_with("use ")) {
+            // The MFA policy is pure: the oracle re-resolves the administrator's rules with it.
             let ok = line.contains("crate::trace")
+                || line.contains("crate::policy")
                 || line.contains("std::")
                 || line.contains("super::")
                 || line.contains("serde");
             assert!(ok, "{path}: `{}`", line.trim());
+        }
+    }
+}
+
+#[test]
+fn the_mfa_policy_is_pure() {
+    for (path, text) in sources("src").into_iter().filter(|(p, _)| p == "src/policy.rs") {
+        for banned in ["tokio", "async fn", "Instant", "SystemTime", "rand::", "HashMap", "HashSet", "crate::"] {
+            assert!(!text.contains(banned), "{path} contains `{banned}`");
         }
     }
 }
