@@ -159,6 +159,13 @@ fn print_summary(runs: &[RunReport]) {
         ]);
     }
     println!("{table}");
+    for r in runs.iter().filter(|r| !r.findings.is_empty()) {
+        println!();
+        println!("FINDINGS {} ({})", r.scenario, r.file);
+        for f in &r.findings {
+            println!("  {f}");
+        }
+    }
     for r in runs.iter().filter(|r| !r.passed()) {
         println!();
         println!("FAIL {} ({})", r.scenario, r.file);

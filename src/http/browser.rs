@@ -33,6 +33,8 @@ pub struct Navigation {
     pub login: Option<Credentials>,
     /// A stolen cookie jar that replaces the profile's before loading.
     pub stolen_jar: Option<CookieJar>,
+    /// Start from a fresh profile (no cookies, no connections).
+    pub fresh_profile: bool,
     /// The user's second factors, for the MFA service's forms.
     pub factor: Option<FactorHandle>,
 }
@@ -106,6 +108,9 @@ impl Browser {
     /// Loads `url`, following redirects and signing in as asked.
     pub async fn navigate(&self, url: Url, nav: &Navigation) -> Result<Landing, FetchError> {
         let follow = nav.follow || nav.login.is_some();
+        if nav.fresh_profile {
+            self.reset();
+        }
         if let Some(jar) = &nav.stolen_jar {
             *self.jar() = jar.clone();
         }

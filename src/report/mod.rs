@@ -41,6 +41,7 @@ struct ScenarioResult<'a> {
     steps: &'a [StepReport],
     violations: &'a [Violation],
     expected_violations: &'a [String],
+    findings: &'a [String],
     failures: Vec<String>,
     replay: String,
 }
@@ -122,6 +123,7 @@ pub fn results_json(runs: &[RunReport], trace_names: &[String]) -> String {
             steps: &r.steps,
             violations: &r.violations,
             expected_violations: &r.expected_violations,
+            findings: &r.findings,
             failures: r.failures(),
             replay: replay_command(&r.file, r.seed),
         })
@@ -155,13 +157,17 @@ pub fn junit_xml(runs: &[RunReport]) -> Result<String, ReportError> {
         case.set_classname(r.file.clone());
         // Simulated time: deterministic, unlike wall time.
         case.set_time(Duration::from_millis(r.sim_ms));
-        case.set_system_out(format!(
+        let mut out = format!(
             "seed {}; {} steps; {} events; trace digest {}",
             r.seed,
             r.steps.len(),
             r.trace.events.len(),
             r.trace.digest()
-        ));
+        );
+        for f in &r.findings {
+            out.push_str(&format!("\nfinding: {f}"));
+        }
+        case.set_system_out(out);
         suite.add_test_case(case);
     }
     let mut report = Report::new("lockstep");

@@ -22,6 +22,17 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("boot-to-login", include_str!("../../scenarios/boot-to-login.toml")),
     ("expired-session", include_str!("../../scenarios/expired-session.toml")),
     ("revoked-session", include_str!("../../scenarios/revoked-session.toml")),
+    ("hijacked-sso-session", include_str!("../../scenarios/hijacked-sso-session.toml")),
+    ("hijacked-sso-session-no-mfa", include_str!("../../scenarios/hijacked-sso-session-no-mfa.toml")),
+    ("compromised-idp", include_str!("../../scenarios/compromised-idp.toml")),
+    ("mfa-downgrade", include_str!("../../scenarios/mfa-downgrade.toml")),
+    ("totp-replay", include_str!("../../scenarios/totp-replay.toml")),
+    ("cloned-security-key", include_str!("../../scenarios/cloned-security-key.toml")),
+    ("aitm-phishing-proxy", include_str!("../../scenarios/aitm-phishing-proxy.toml")),
+    ("contractor-requires-security-key", include_str!("../../scenarios/contractor-requires-security-key.toml")),
+    ("first-enrollment-race", include_str!("../../scenarios/first-enrollment-race.toml")),
+    ("first-enrollment-gated", include_str!("../../scenarios/first-enrollment-gated.toml")),
+    ("mfa-session-expiry", include_str!("../../scenarios/mfa-session-expiry.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.
@@ -116,6 +127,8 @@ pub enum Action {
         stolen_from: Option<String>,
         /// Second factors.
         mfa: MfaUse,
+        /// Start from a fresh browser profile.
+        fresh_profile: bool,
     },
     /// Enrol a second factor through the App Launcher.
     Enroll {

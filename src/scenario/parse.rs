@@ -75,6 +75,7 @@ struct RawStep {
     naive_client: Option<Spanned<bool>>,
     replay_last_code: Option<Spanned<bool>>,
     authenticator: Option<Spanned<String>>,
+    fresh_profile: Option<Spanned<bool>>,
 }
 
 impl RawStep {
@@ -106,6 +107,7 @@ impl RawStep {
         add("naive_client", self.naive_client.as_ref().map(Spanned::span));
         add("replay_last_code", self.replay_last_code.as_ref().map(Spanned::span));
         add("authenticator", self.authenticator.as_ref().map(Spanned::span));
+        add("fresh_profile", self.fresh_profile.as_ref().map(Spanned::span));
         v
     }
 }
@@ -123,11 +125,13 @@ const ACTIONS: &[(&str, &[&str])] = &[
             "follow",
             "login_as",
             "cookies_from",
+            "password",
             "factor",
             "verify_with",
             "relay_origin",
             "naive_client",
             "replay_last_code",
+            "fresh_profile",
         ],
     ),
     ("enroll", &["process", "from", "kind", "login_as", "factor", "verify_with", "cookies_from"]),
@@ -306,6 +310,18 @@ pub(super) fn parse(source: &Source, dir: Option<&Path>) -> Result<Scenario, Inp
         factors.push(app.name.clone());
         totp_apps.push((app.name.clone(), app.clock_skew_s.saturating_mul(1000)));
     }
+    // Clones made by steps can be named by later steps.
+    for step in &raw.steps {
+        let step = step.get_ref();
+        if step.action.get_ref() == "clone_authenticator"
+            && let Some(to) = &step.to
+        {
+            if factors.contains(to.get_ref()) {
+                return Err(source.error(Some(to.span()), format!("`{}` is already an authenticator", to.get_ref())));
+            }
+            factors.push(to.get_ref().clone());
+        }
+    }
     let ctx = Ctx { source, lab: &lab, resolved: &resolved, factors };
 
     let mut expect_violations = Vec::new();
@@ -418,7 +434,11 @@ fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
                 .ok_or_else(|| ctx.err(url_field.span(), format!("`{}` is not an http(s) URL", url_field.get_ref())))?;
             let stolen_from = ctx.stolen_from(s, &client)?;
-            let login = s.login_as.as_ref().map(|u| ctx.credentials(u, None)).transpose()?;
+            let login = match (&s.login_as, &s.password) {
+                (Some(u), p) => Some(ctx.credentials(u, p.as_ref())?),
+                (None, Some(p)) => return Err(ctx.err(p.span(), "`password` goes with `login_as`")),
+                (None, None) => None,
+            };
             Action::Request {
                 client,
                 url,
@@ -427,6 +447,7 @@ fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
                 login,
                 stolen_from,
                 mfa: ctx.mfa_use(s)?,
+                fresh_profile: s.fresh_profile.as_ref().is_some_and(|x| *x.get_ref()),
             }
         }
         "stream_open" => {

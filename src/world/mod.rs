@@ -350,8 +350,9 @@ impl Driver<'_> {
                     Reply::Timeout => Outcome::Timeout,
                 }
             }
-            Action::Request { client, url, xhr, follow, login, stolen_from, mfa } => {
+            Action::Request { client, url, xhr, follow, login, stolen_from, mfa, fresh_profile } => {
                 let nav = Navigation {
+                    fresh_profile: *fresh_profile,
                     xhr: *xhr,
                     follow: *follow,
                     login: login.clone(),
@@ -385,6 +386,7 @@ impl Driver<'_> {
                     Client::Attacker => None,
                 };
                 let nav = Navigation {
+                    fresh_profile: false,
                     xhr: false,
                     follow: true,
                     login: login.clone(),

@@ -153,3 +153,48 @@ fn an_agent_whose_filters_die_with_it_fails_open_on_a_crash() {
     assert_eq!(invariants(&r), ["E1"]);
     assert!(r.violations[0].message.contains("no device session was ever issued"), "{}", r.violations[0]);
 }
+
+/// One of the shipped MFA scenarios with a `[config...]` fragment added.
+fn shipped_with(file: &str, danger: &str) -> RunReport {
+    let path = format!("{}/scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // The fragment goes before the first array of tables, where top-level tables may still open.
+    let at = text.find("\n[").unwrap_or(text.len());
+    let text = format!("{}\n{danger}\n{}", &text[..at], &text[at..]);
+    let scenario = Scenario::parse(&Source::new(file, text), None).unwrap_or_else(|e| panic!("{e}"));
+    world::run(&scenario, scenario.seed)
+}
+
+#[test]
+fn mfa_scenarios_pass_unbroken() {
+    for file in ["hijacked-sso-session.toml", "totp-replay.toml", "cloned-security-key.toml"] {
+        let r = shipped_with(file, "");
+        assert!(r.passed(), "{file}: {:?}", r.failures());
+    }
+}
+
+#[test]
+fn a_gateway_that_skips_mfa_breaks_e5() {
+    let r = shipped_with("hijacked-sso-session.toml", "[config.gateway]\ndanger_skip_mfa = true");
+    assert!(invariants(&r).contains(&"E5"), "{:?}", r.violations);
+    let e5 = r.violations.iter().find(|v| v.invariant == "E5").map(|v| v.message.clone()).unwrap_or_default();
+    assert!(e5.contains("requires MFA") && e5.contains("without any edge MFA verification"), "{e5}");
+    assert!(!r.passed());
+}
+
+#[test]
+fn an_mfa_service_that_accepts_a_replayed_totp_code_breaks_e7() {
+    let r = shipped_with("totp-replay.toml", "[config.mfa]\ndanger_allow_totp_reuse = true");
+    let e7: Vec<&str> = r.violations.iter().filter(|v| v.invariant == "E7").map(|v| v.message.as_str()).collect();
+    assert!(e7.iter().any(|m| m.contains("accepted twice")), "{:?}", r.violations);
+    assert!(!r.passed());
+}
+
+#[test]
+fn an_mfa_service_that_forgets_counters_lets_a_clone_in_and_breaks_e7() {
+    let r = shipped_with("cloned-security-key.toml", "[config.mfa]\ndanger_skip_counter_update = true");
+    let e7: Vec<&str> = r.violations.iter().filter(|v| v.invariant == "E7").map(|v| v.message.as_str()).collect();
+    assert!(e7.iter().any(|m| m.contains("went backwards")), "{:?}", r.violations);
+    // The clone got in: the step that expected a refusal fails too.
+    assert!(r.steps.iter().any(|s| !s.ok && s.outcome == "http 200"), "{:?}", r.steps);
+}
