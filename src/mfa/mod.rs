@@ -634,6 +634,13 @@ async fn verify_totp(
     if mfa.rate_limited(&user) {
         return mfa.refuse(peer, refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts; wait".into()));
     }
+    let code = form.code.trim();
+    let digits = usize::from(mfa.config.totp.digits);
+    if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
+        mfa.note_failure(&user);
+        let reason = format!("a code is {digits} digits");
+        return mfa.refuse(peer, refuse(StatusCode::BAD_REQUEST, reason));
+    }
     let now = mfa.clock.now();
     let outcome = {
         let mut state = mfa.state();
@@ -641,7 +648,7 @@ async fn verify_totp(
         let mut outcome = Err(crate::totp::TotpError::Wrong);
         for f in state.store.factors_mut(&user).iter_mut() {
             if let FactorSecret::Totp(v) = &mut f.secret {
-                outcome = v.verify(form.code.trim(), now, allow_reuse).map(|step| (f.id.clone(), step));
+                outcome = v.verify(code, now, allow_reuse).map(|step| (f.id.clone(), step));
                 if outcome.is_ok() {
                     break;
                 }
@@ -882,3 +889,6 @@ async fn enroll_totp(
     let factor = Factor { id, enrolled: mfa.clock.now(), secret: FactorSecret::Totp(verifier) };
     mfa.enrolled(&user, factor, first, None, peer)
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,3 +6,4 @@ mod device_network;
 mod oracle_can_fail;
 mod real_mode;
 mod scenario_files;
+mod totp_oathtool;
