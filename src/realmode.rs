@@ -20,6 +20,7 @@ use crate::config::LabConfig;
 use crate::gateway::Gateway;
 use crate::http::HttpClient;
 use crate::idp::Idp;
+use crate::mfa::MfaService;
 use crate::net::real::{SystemClock, TokioListener, TokioNet};
 use crate::net::{BoxListener, Directory, SharedClock};
 use crate::origin::Origin;
@@ -65,6 +66,8 @@ pub struct RealLab {
     pub endpoints: IndexMap<String, SocketAddr>,
     /// The gateway, for administrator actions.
     pub gateway: Arc<Gateway>,
+    /// The MFA service, for administrator actions.
+    pub mfa: Arc<MfaService>,
     tasks: JoinSet<(String, io::Result<()>)>,
 }
 
@@ -74,8 +77,11 @@ impl RealLab {
         // 1. Bind, so that ports are known before URLs are rewritten.
         let mut listeners: IndexMap<String, TokioListener> = IndexMap::new();
         let mut next = options.base_port;
-        let mut components: Vec<(String, String)> =
-            vec![("idp".into(), lab.idp.host.clone()), ("gateway".into(), lab.gateway.host.clone())];
+        let mut components: Vec<(String, String)> = vec![
+            ("idp".into(), lab.idp.host.clone()),
+            ("gateway".into(), lab.gateway.host.clone()),
+            ("mfa".into(), lab.mfa.host.clone()),
+        ];
         components.extend(lab.origins.iter().map(|(app, o)| (format!("origin:{app}"), o.host.clone())));
         components.push(("web".into(), lab.web.host.clone()));
         components.push(("web:stream".into(), lab.web.host.clone()));
@@ -131,6 +137,7 @@ impl RealLab {
             app.origin = rewrite(&app.origin);
         }
         config.agent.gateway_url = rewrite(&config.agent.gateway_url);
+        config.mfa.url = rewrite(&config.mfa.url);
 
         // 3. Start the components.
         let clock: SharedClock = Arc::new(SystemClock);
@@ -167,6 +174,21 @@ impl RealLab {
         let router = gateway.clone().router();
         tasks.spawn(async move { ("gateway".to_string(), crate::http::serve(listener, router).await) });
 
+        let mfa = Arc::new(
+            MfaService::new(
+                config.mfa.clone(),
+                &config.gateway.auth_url,
+                clock.clone(),
+                rng.child("mfa"),
+                recorder.for_host(&config.mfa.host),
+                http.clone(),
+            )
+            .map_err(|e| RealModeError::Component(e.to_string()))?,
+        );
+        let listener = take("mfa");
+        let router = mfa.clone().router();
+        tasks.spawn(async move { ("mfa".to_string(), crate::http::serve(listener, router).await) });
+
         for (app, origin) in &config.origins {
             let name = format!("origin:{app}");
             let listener = take(&name);
@@ -184,7 +206,7 @@ impl RealLab {
         let stream_listener = take("web:stream");
         tasks.spawn(async move { ("web".to_string(), crate::web::serve(http_listener, stream_listener).await) });
 
-        Ok(RealLab { config, directory, endpoints, gateway, tasks })
+        Ok(RealLab { config, directory, endpoints, gateway, mfa, tasks })
     }
 
     /// Waits until a component stops (they normally run forever); returns

@@ -68,6 +68,10 @@ pub struct WebauthnClient {
     /// models a compromised/naive client that signs anyway (then the RP must
     /// reject the origin in clientDataJSON).
     pub enforce_rp_id: bool,
+    /// Treat a plain-http origin as a secure context, as Chromium's
+    /// `--unsafely-treat-insecure-origin-as-secure` does (real mode serves
+    /// the lab over loopback without TLS); otherwise only https works.
+    pub treat_http_as_secure: bool,
 }
 
 #[derive(Deserialize)]
@@ -168,14 +172,14 @@ fn descriptors(list: &[DescriptorIn]) -> Result<Vec<PublicKeyCredentialDescripto
 impl WebauthnClient {
     /// A client at `origin` that enforces the rpId rule, as real browsers do.
     pub fn new(origin: &str) -> Self {
-        WebauthnClient { origin: origin.to_string(), enforce_rp_id: true }
+        WebauthnClient { origin: origin.to_string(), enforce_rp_id: true, treat_http_as_secure: false }
     }
 
     /// The serialized origin and its host.
     fn origin_and_host(&self) -> Result<(String, String), ClientError> {
         let bad_origin = || ClientError::BadOrigin(self.origin.clone());
         let url = url::Url::parse(&self.origin).map_err(|_| bad_origin())?;
-        if url.scheme() != "https" {
+        if url.scheme() != "https" && !(self.treat_http_as_secure && url.scheme() == "http") {
             return Err(bad_origin());
         }
         let host = url.host_str().ok_or_else(bad_origin)?.to_string();

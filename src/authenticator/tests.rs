@@ -165,9 +165,9 @@ fn wrong_origin_is_refused_by_browser_and_by_rp() {
     let (sk, _) = register_sk(&rp, &mut d);
     let phish = "https://mfa.lab-test.example";
     let (rcr, state) = rp.start_securitykey_authentication(std::slice::from_ref(&sk)).expect("start auth");
-    let honest = WebauthnClient { origin: phish.to_string(), enforce_rp_id: true };
+    let honest = WebauthnClient { origin: phish.to_string(), enforce_rp_id: true, treat_http_as_secure: false };
     assert!(matches!(get(&honest, &mut d, &to_json(&rcr)), Err(ClientError::RpIdMismatch { .. })));
-    let naive = WebauthnClient { origin: phish.to_string(), enforce_rp_id: false };
+    let naive = WebauthnClient { origin: phish.to_string(), enforce_rp_id: false, treat_http_as_secure: false };
     let cred = get(&naive, &mut d, &to_json(&rcr)).expect("naive client signs anyway");
     assert_eq!(assertion_facts(&cred).expect("facts").origin, phish);
     let result = rp.finish_securitykey_authentication(&from_json(cred), &state);

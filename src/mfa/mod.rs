@@ -788,7 +788,7 @@ impl MfaService {
             peer,
         });
         self.state().store.add(user, factor);
-        page(StatusCode::OK, "Authenticator added", &format!("Your {kind} is enrolled."), &[])
+        page(StatusCode::CREATED, "Authenticator added", &format!("Your {kind} is enrolled."), &[])
     }
 }
 

@@ -31,6 +31,7 @@ pub enum Factor {
 /// Every factor of a run, by name.
 #[derive(Clone, Default)]
 pub struct Factors {
+    /// The factors.
     pub by_name: BTreeMap<String, Factor>,
 }
 
@@ -50,6 +51,8 @@ pub struct Responder {
     pub enrollment_code: Option<String>,
     /// The true time (the TOTP app's clock is skewed from it).
     pub clock: SharedClock,
+    /// Real mode over plain-http loopback: let WebAuthn run on http origins.
+    pub treat_http_as_secure: bool,
 }
 
 impl Responder {
@@ -60,7 +63,7 @@ impl Responder {
 
     fn client(&self, page_origin: &str) -> WebauthnClient {
         let origin = self.relay_origin.clone().unwrap_or_else(|| page_origin.to_string());
-        WebauthnClient { origin, enforce_rp_id: !self.naive_client }
+        WebauthnClient { origin, enforce_rp_id: !self.naive_client, treat_http_as_secure: self.treat_http_as_secure }
     }
 
     fn with_code(&self, form: &HtmlForm, mut fields: Vec<(String, String)>) -> Vec<(String, String)> {

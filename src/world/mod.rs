@@ -6,7 +6,7 @@
 //! the administrator at the console, the attacker at their desk), never
 //! through the simulated network.
 
-mod factors;
+pub mod factors;
 mod hosts;
 
 use std::collections::BTreeMap;
@@ -455,6 +455,7 @@ impl Driver<'_> {
                 replay_last_code: mfa.replay_last_code,
                 enrollment_code,
                 clock: self.clock.clone(),
+                treat_http_as_secure: false,
             }
             .handle(),
         )

@@ -72,3 +72,62 @@ async fn a_browser_and_a_device_sign_in_over_real_sockets() {
     assert_eq!(issued, 2);
     assert!(trace.events.iter().any(|e| matches!(&e.body, EventBody::OriginRequest { status: 200, .. })));
 }
+
+/// The independent MFA service on real sockets: a security key enrolled
+/// through the App Launcher, then asked for by the source-code app.
+#[tokio::test]
+async fn edge_mfa_with_a_security_key_over_real_sockets() {
+    use lockstep::authenticator::{AuthenticatorKind, AuthenticatorProfile, VirtualAuthenticator};
+    use lockstep::rng::SeededRng;
+    use lockstep::world::factors::{Factor, Responder};
+
+    let (lab, _) = LabConfig::parse(&LabConfig::default_source()).unwrap();
+    let recorder = Recorder::new(SystemClock.now(), Arc::new(SystemClock));
+    let options = RealOptions { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), base_port: None, seed: Some(6) };
+    let real = RealLab::start(&lab, &options, recorder.clone()).await.unwrap();
+    let gateway_port = real.endpoints["gateway"].port();
+    let browser = Browser::new(HttpClient::new(TokioNet::shared(), real.directory.clone()), Arc::new(SystemClock));
+    let key = VirtualAuthenticator::new(
+        "key",
+        AuthenticatorProfile::of_kind(AuthenticatorKind::SecurityKey),
+        &SeededRng::from_seed(1),
+    )
+    .unwrap();
+    let key = Factor::Webauthn(Arc::new(tokio::sync::Mutex::new(key)));
+    let responder = || Responder {
+        factor: Some(key.clone()),
+        verify_with: None,
+        relay_origin: None,
+        naive_client: false,
+        replay_last_code: false,
+        enrollment_code: None,
+        clock: Arc::new(SystemClock),
+        treat_http_as_secure: true,
+    };
+    let bob = Credentials { username: "bob".into(), password: "tr0ub4dor&3".into() };
+    let code = Url::parse(&format!("http://code.lab.test:{gateway_port}/")).unwrap();
+
+    // Without a factor the login stops at the MFA service's prompt ...
+    let plain = Navigation { login: Some(bob.clone()), ..Navigation::default() };
+    match browser.navigate(code.clone(), &plain).await.unwrap() {
+        Landing::Page(p) => assert_eq!(p.status, 403, "no factor enrolled yet: {}", p.text()),
+        other => panic!("{other:?}"),
+    }
+    // ... the App Launcher enrols the key ...
+    let add = Url::parse(&format!("{}/launcher/mfa/add?kind=security_key", real.config.gateway.auth_url)).unwrap();
+    let with_key = Navigation { login: Some(bob), factor: Some(responder().handle()), ..Navigation::default() };
+    match browser.navigate(add, &with_key).await.unwrap() {
+        Landing::Page(p) => assert_eq!(p.status, 201, "{} {}", p.url, p.text()),
+        other => panic!("{other:?}"),
+    }
+    // ... and the key opens the app.
+    match browser.navigate(code, &with_key).await.unwrap() {
+        Landing::Page(p) => assert_eq!(p.text(), "code: hello bob (GET /)\n", "{}", recorder.snapshot().to_jsonl()),
+        other => panic!("{other:?}"),
+    }
+    let trace = recorder.snapshot();
+    assert!(trace.events.iter().any(|e| matches!(&e.body, EventBody::MfaEnrolled { user, .. } if user == "bob")));
+    assert!(
+        trace.events.iter().any(|e| matches!(&e.body, EventBody::MfaVerified { method, .. } if method == "webauthn"))
+    );
+}
