@@ -134,6 +134,31 @@ proptest! {
     }
 }
 
+async fn get(mfa: &Arc<MfaService>, path_and_query: &str) -> StatusCode {
+    let mut req = Request::get(path_and_query).body(Body::empty()).expect("request");
+    req.extensions_mut().insert(ConnectInfo(PeerAddr(SocketAddr::from(([198, 51, 100, 66], 4000)))));
+    mfa.clone().router().oneshot(req).await.map(|r| r.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// A forged or garbled gateway request never opens a ceremony.
+    #[test]
+    fn forged_gateway_requests_are_refused(token in "[A-Za-z0-9_.-]{0,300}") {
+        let rt = runtime();
+        let (mfa, recorder) = service();
+        for path in [MFA_VERIFY_PATH, MFA_ENROLL_PATH] {
+            let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("request", &token).finish();
+            let status = rt.block_on(get(&mfa, &format!("{path}?{q}")));
+            prop_assert_eq!(status, StatusCode::BAD_REQUEST, "{}", path);
+        }
+        prop_assert!(mfa.state().ceremonies.is_empty());
+        let rejected = recorder.snapshot().events.iter().filter(|e| matches!(e.body, EventBody::MfaRejected { .. })).count();
+        prop_assert_eq!(rejected, 2);
+    }
+}
+
 #[test]
 fn malformed_totp_codes_are_400_and_each_ceremony_is_single_use() {
     let rt = runtime();

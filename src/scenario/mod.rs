@@ -33,6 +33,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("first-enrollment-race", include_str!("../../scenarios/first-enrollment-race.toml")),
     ("first-enrollment-gated", include_str!("../../scenarios/first-enrollment-gated.toml")),
     ("mfa-session-expiry", include_str!("../../scenarios/mfa-session-expiry.toml")),
+    ("aaguid-allow-list", include_str!("../../scenarios/aaguid-allow-list.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.
