@@ -113,6 +113,16 @@ enum Step {
     CreateTotp(Vec<u8>),
 }
 
+/// What a successful factor check established.
+struct FactorCheck {
+    factor: FactorKind,
+    /// `webauthn`, `totp` or `mfa_session`.
+    method: &'static str,
+    /// When the factor itself was checked.
+    verified_at: UnixMillis,
+    facts: Option<FactorFacts>,
+}
+
 /// The MFA session cookie's claims.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct MfaSessionClaims {
@@ -374,21 +384,12 @@ impl MfaService {
     }
 
     /// A verified factor: evidence for the gateway (or, during enrollment,
-    /// the right to change factors), and the MFA session cookie.
-    #[allow(clippy::too_many_arguments)]
-    fn verified(
-        &self,
-        ceremony: &Ceremony,
-        factor: FactorKind,
-        method: &str,
-        verified_at: UnixMillis,
-        peer: IpAddr,
-        facts: Option<FactorFacts>,
-        evidence_id: Option<String>,
-    ) -> Response {
-        let request = &ceremony.request;
+    /// the right to change factors), and the MFA session cookie. `token` is
+    /// the gateway's request as received (an enrollment resumes with it).
+    fn verified(&self, request: &MfaRequestClaims, token: &str, check: FactorCheck, peer: IpAddr) -> Response {
+        let FactorCheck { factor, method, verified_at, facts } = check;
         let now = self.clock.now();
-        let id = evidence_id.unwrap_or_else(|| self.rng.token(12));
+        let id = self.rng.token(12);
         self.state().failures.remove(&request.sub);
         self.recorder.record(EventBody::MfaVerified {
             id: id.clone(),
@@ -419,7 +420,7 @@ impl MfaService {
             MfaPurpose::Enroll { .. } => {
                 self.state().change_verified.insert(request.sub.clone(), (request.device.clone(), now));
                 let mut location = format!("{}{MFA_ENROLL_PATH}?request=", self.config.url.trim_end_matches('/'));
-                location.extend(url::form_urlencoded::byte_serialize(ceremony.token.as_bytes()));
+                location.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
                 redirect(&location)
             }
             MfaPurpose::Verify { .. } => {
@@ -447,7 +448,11 @@ impl MfaService {
             }
         };
         match cookie {
-            Some(c) => with_cookie(response, &format!("{MFA_COOKIE}={c}; Path=/; HttpOnly; Secure; SameSite=Lax")),
+            Some(c) => {
+                // Secure when served over https (real mode on loopback is plain http).
+                let secure = if self.config.url.starts_with("https:") { "; Secure" } else { "" };
+                with_cookie(response, &format!("{MFA_COOKIE}={c}; Path=/; HttpOnly{secure}; SameSite=Lax"))
+            }
             None => response,
         }
     }
@@ -525,9 +530,13 @@ async fn verify_start(
         return mfa.refuse(peer, Refusal::new(StatusCode::BAD_REQUEST, "verify", "not a verification request"));
     };
     if let Some(session) = mfa.mfa_session(&headers, &request) {
-        let ceremony =
-            Ceremony { request: request.clone(), token: q.request.clone(), created: mfa.clock.now(), step: Step::Totp };
-        return mfa.verified(&ceremony, session.factor, "mfa_session", session.verified_at, peer, None, None);
+        let check = FactorCheck {
+            factor: session.factor,
+            method: "mfa_session",
+            verified_at: session.verified_at,
+            facts: None,
+        };
+        return mfa.verified(&request, &q.request, check, peer);
     }
     if mfa.rate_limited(&request.sub) {
         let refusal =
@@ -613,7 +622,8 @@ async fn verify_webauthn(
     }
     let facts = mfa.webauthn_facts(&json, uv_required);
     let now = mfa.clock.now();
-    mfa.verified(&ceremony, factor, "webauthn", now, peer, facts, None)
+    let check = FactorCheck { factor, method: "webauthn", verified_at: now, facts };
+    mfa.verified(&ceremony.request, &ceremony.token, check, peer)
 }
 
 async fn verify_totp(
@@ -667,7 +677,8 @@ async fn verify_totp(
                 uv_required: false,
                 backup_eligible: None,
             };
-            mfa.verified(&ceremony, FactorKind::Totp, "totp", now, peer, Some(facts), None)
+            let check = FactorCheck { factor: FactorKind::Totp, method: "totp", verified_at: now, facts: Some(facts) };
+            mfa.verified(&ceremony.request, &ceremony.token, check, peer)
         }
         Err(e) => {
             mfa.note_failure(&user);
@@ -830,10 +841,6 @@ async fn enroll_webauthn(
         let reason = format!("AAGUID {} is not on the organization's allow-list", hex::encode(aaguid));
         return mfa.refuse(peer, refuse(StatusCode::FORBIDDEN, reason));
     }
-    let first = match mfa.first_enrollment_allowed(&user, &form.enrollment_code) {
-        Ok(first) => first,
-        Err(reason) => return mfa.refuse(peer, refuse(StatusCode::FORBIDDEN, reason)),
-    };
     let secret = match &ceremony.step {
         Step::CreateSecurityKey(state) => {
             mfa.webauthn.finish_securitykey_registration(&registration, state).map(FactorSecret::SecurityKey)
@@ -846,6 +853,11 @@ async fn enroll_webauthn(
     let secret = match secret {
         Ok(s) => s,
         Err(e) => return mfa.refuse(peer, refuse(StatusCode::BAD_REQUEST, format!("registration refused: {e}"))),
+    };
+    // The first-enrollment rule last, so that a failed registration does not burn a code.
+    let first = match mfa.first_enrollment_allowed(&user, &form.enrollment_code) {
+        Ok(first) => first,
+        Err(reason) => return mfa.refuse(peer, refuse(StatusCode::FORBIDDEN, reason)),
     };
     let cred_id = match &secret {
         FactorSecret::SecurityKey(k) => k.cred_id().to_vec(),
