@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::jwk::JwkSet;
 use url::Url;
@@ -33,7 +33,7 @@ use self::session::{
 };
 use crate::config::{AppConfig, GatewayConfig, MfaConfig};
 use crate::http::cookies::cookie_value;
-use crate::http::{Fetch, HttpClient, PeerAddr, RemoteKeys, bearer_token};
+use crate::http::{Fetch, HttpClient, PeerAddr, RemoteKeys, bearer_token, redirect, with_cookie};
 use crate::jose::{Expect, KeyError, MacKey, SigningKey, TokenError, jwk_set};
 use crate::net::{Net, SharedClock, UnixMillis};
 use crate::policy::{Decision, FactorKind, MfaRequirement, OrgMfa, amr_satisfies};
@@ -370,20 +370,6 @@ async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<P
 fn reject(gw: &Gateway, ctx: &RequestCtx, app: Option<&str>, status: StatusCode, reason: &str) -> Response {
     gw.decide(ctx, app, GatewayVerdict::Reject, Some(status.as_u16()), None, reason);
     (status, reason.to_string()).into_response()
-}
-
-fn redirect(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "bad redirect").into_response(),
-    }
-}
-
-fn with_cookie(mut response: Response, cookie: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(cookie) {
-        response.headers_mut().append(header::SET_COOKIE, v);
-    }
-    response
 }
 
 async fn login_start(gw: &Gateway, ctx: &RequestCtx) -> Response {

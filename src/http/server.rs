@@ -53,3 +53,20 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 pub async fn serve(listener: BoxListener, router: Router) -> io::Result<()> {
     axum::serve(SeamListener(listener), router.into_make_service_with_connect_info::<PeerAddr>()).await
 }
+
+/// A 302 to `location` (500 if it cannot be a header value).
+pub fn redirect(location: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match http::HeaderValue::from_str(location) {
+        Ok(v) => (http::StatusCode::FOUND, [(http::header::LOCATION, v)]).into_response(),
+        Err(_) => (http::StatusCode::INTERNAL_SERVER_ERROR, "bad redirect").into_response(),
+    }
+}
+
+/// Adds a `Set-Cookie` header (dropped if it cannot be a header value).
+pub fn with_cookie(mut response: axum::response::Response, cookie: &str) -> axum::response::Response {
+    if let Ok(v) = http::HeaderValue::from_str(cookie) {
+        response.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    response
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -46,7 +46,7 @@ use self::store::{Factor, FactorSecret, FactorStore, credential_label};
 use crate::authenticator::{aaguid_of_registration, assertion_facts};
 use crate::config::{FirstEnrollment, MfaConfig};
 use crate::http::cookies::cookie_value;
-use crate::http::{HttpClient, PeerAddr, RemoteKeys};
+use crate::http::{HttpClient, PeerAddr, RemoteKeys, redirect, with_cookie};
 use crate::jose::{Expect, KeyError, MacKey, SigningKey, jwk_set};
 use crate::net::{Net, SharedClock, UnixMillis};
 use crate::policy::{FactorKind, parse_aaguid};
@@ -495,20 +495,6 @@ impl MfaService {
             backup_eligible: Some(facts.backup_eligible),
         })
     }
-}
-
-fn redirect(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "bad redirect").into_response(),
-    }
-}
-
-fn with_cookie(mut response: Response, cookie: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(cookie) {
-        response.headers_mut().append(header::SET_COOKIE, v);
-    }
-    response
 }
 
 async fn certs(State(mfa): State<Arc<MfaService>>) -> Response {
