@@ -7,7 +7,9 @@
 //!   on, an IdP token whose `amr` maps to an allowed type): same user, same
 //!   session, same device as the request, an allowed factor type, and made
 //!   within the requirement's session duration (for "every login", after
-//!   the session began).
+//!   the session began). Origins check the same at their end: a request
+//!   served for such an app carried MFA evidence of an allowed type in its
+//!   app token.
 //! * **E7 (factor integrity)**: no TOTP code (secret and time step) is
 //!   accepted twice; no WebAuthn assertion is accepted with an origin other
 //!   than the MFA service's, without user verification where it was
@@ -127,6 +129,18 @@ impl Oracle {
         if let Some(p) = problem {
             self.violation("E5", e, format!("{what} {p}"));
         }
+    }
+
+    /// E5 at the origin: a request served for an app that requires MFA
+    /// carried evidence of an allowed factor in its app token.
+    pub(super) fn check_e5_origin(&mut self, e: &Event, app: &str, sid: &str, mfa: Option<FactorKind>) {
+        let Some(req) = self.requirement(app, sid) else { return };
+        let problem = match mfa {
+            None => "an app token without MFA evidence".to_string(),
+            Some(f) if !req.allowed.contains(&f) => format!("MFA evidence of a {f}, a type the app does not allow"),
+            Some(_) => return,
+        };
+        self.violation("E5", e, format!("origin {app}, which requires MFA, served a request on {problem}"));
     }
 
     fn amr_problem(&self, user: &str, t: u64, req: &MfaRequirement) -> Option<String> {

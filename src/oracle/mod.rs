@@ -189,8 +189,11 @@ impl Oracle {
                     self.check_e5(e, &app, sid, user, device.as_deref(), mfa.as_deref());
                 }
             }
-            EventBody::OriginRequest { app, status, sid, .. } if (200..300).contains(status) => {
+            EventBody::OriginRequest { app, status, sid, mfa, .. } if (200..300).contains(status) => {
                 self.check_e4(e, sid.as_deref(), &format!("origin {app} served a request (status {status})"));
+                if let Some(sid) = sid {
+                    self.check_e5_origin(e, app, sid, *mfa);
+                }
             }
             _ => {}
         }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::*;
 use crate::net::UnixMillis;
-use crate::trace::{AllowRule, Direction};
+use crate::trace::{AllowRule, Direction, FactorFacts};
 
 const AUTH: &str = r"\device\harddiskvolume3\program files\lockstep\lockstep-auth.exe";
 const BROWSER: &str = r"\device\harddiskvolume3\program files\browser\browser.exe";
@@ -187,6 +187,7 @@ fn e4_requires_a_live_session_for_every_forward_and_every_served_request() {
             sid: Some("s1".into()),
             user: Some("alice".into()),
             reason: String::new(),
+            mfa: None,
         },
     );
     b.push(
@@ -199,6 +200,7 @@ fn e4_requires_a_live_session_for_every_forward_and_every_served_request() {
             sid: None,
             user: None,
             reason: "no app token".into(),
+            mfa: None,
         },
     );
     let v = b.check();
@@ -211,4 +213,108 @@ fn a_trace_without_header_cannot_pass() {
     let v = check(&Trace::default());
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].invariant, "T0");
+}
+
+fn mfa_builder() -> Builder {
+    let mut b = Builder::new(0, 0);
+    if let EventBody::RunStarted { spec, .. } = &mut b.events[0].body {
+        spec.mfa = crate::trace::MfaSpec {
+            host: "mfa".into(),
+            origin: "https://mfa.lab.test".into(),
+            organization: Default::default(),
+            apps: Default::default(),
+        };
+    }
+    b
+}
+
+fn assertion(t: u64, facts: FactorFacts) -> (u64, EventBody) {
+    (
+        t,
+        EventBody::MfaVerified {
+            id: format!("v{t}"),
+            user: "bob".into(),
+            sid: "s1".into(),
+            device: Some("dev-1".into()),
+            factor: crate::policy::FactorKind::SecurityKey,
+            method: "webauthn".into(),
+            verified_t: t,
+            peer: IpAddr::from([192, 168, 1, 20]),
+            facts: Some(facts),
+        },
+    )
+}
+
+fn key_facts(origin: &str, counter: u32, user_verified: bool, uv_required: bool, backup_eligible: bool) -> FactorFacts {
+    FactorFacts {
+        credential: "cred-1".into(),
+        totp_step: None,
+        origin: Some(origin.into()),
+        counter: Some(counter),
+        user_verified: Some(user_verified),
+        uv_required,
+        backup_eligible: Some(backup_eligible),
+    }
+}
+
+#[test]
+fn e7_fires_on_foreign_origin_missing_uv_and_counter_regression_only() {
+    let mut b = mfa_builder();
+    let events = [
+        assertion(10, key_facts("https://mfa.lab.test", 1, true, true, false)),
+        assertion(20, key_facts("https://mfa.lab-test.example", 2, true, true, false)),
+        assertion(30, key_facts("https://mfa.lab.test", 3, false, true, false)),
+        assertion(40, key_facts("https://mfa.lab.test", 4, false, false, false)),
+        assertion(50, key_facts("https://mfa.lab.test", 2, true, false, false)),
+    ];
+    for (t, e) in events {
+        b.push(t, "mfa", e);
+    }
+    let v = b.check();
+    assert_eq!(ids(&v), vec![("E7".into(), 2), ("E7".into(), 3), ("E7".into(), 5)], "{v:#?}");
+    assert!(v[0].message.contains("lab-test.example"));
+    assert!(v[1].message.contains("user verification"));
+    assert!(v[2].message.contains("went backwards"));
+}
+
+#[test]
+fn e7_spares_backup_eligible_credentials_and_zero_counters_but_not_reused_totp() {
+    let mut b = mfa_builder();
+    // A synced passkey whose counter moves around, and a key that never counts.
+    b.push(10, "mfa", assertion(10, key_facts("https://mfa.lab.test", 5, true, false, true)).1);
+    b.push(20, "mfa", assertion(20, key_facts("https://mfa.lab.test", 3, true, false, true)).1);
+    let zero = |t| {
+        let mut f = key_facts("https://mfa.lab.test", 0, true, false, false);
+        f.credential = "cred-zero".into();
+        assertion(t, f).1
+    };
+    b.push(30, "mfa", zero(30));
+    b.push(40, "mfa", zero(40));
+    // The same TOTP step accepted twice.
+    let totp = |t| EventBody::MfaVerified {
+        id: format!("t{t}"),
+        user: "bob".into(),
+        sid: "s1".into(),
+        device: None,
+        factor: crate::policy::FactorKind::Totp,
+        method: "totp".into(),
+        verified_t: t,
+        peer: IpAddr::from([198, 51, 100, 66]),
+        facts: Some(FactorFacts {
+            credential: "totp-1".into(),
+            totp_step: Some(7),
+            origin: None,
+            counter: None,
+            user_verified: None,
+            uv_required: false,
+            backup_eligible: None,
+        }),
+    };
+    b.push(50, "mfa", totp(50));
+    b.push(60, "mfa", totp(60));
+    // Facts recorded by another host are not the MFA service's.
+    b.push(70, "gateway", totp(70));
+    let v = b.check();
+    assert_eq!(ids(&v), vec![("E7".into(), 6)], "{v:#?}");
+    assert!(v[0].message.contains("accepted twice"));
 }

@@ -81,6 +81,7 @@ async fn handle(State(origin): State<Arc<Origin>>, ConnectInfo(peer): ConnectInf
         sid: claims.as_ref().map(|c| c.sid.clone()),
         user: claims.as_ref().map(|c| c.sub.clone()),
         reason,
+        mfa: claims.as_ref().and_then(|c| c.mfa.as_ref()).map(|m| m.factor),
     });
     (status, body).into_response()
 }

@@ -462,5 +462,8 @@ pub enum EventBody {
         user: Option<String>,
         /// Why this status.
         reason: String,
+        /// The edge MFA evidence the app token carried, when valid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mfa: Option<FactorKind>,
     },
 }
