@@ -678,7 +678,7 @@ async fn mfa_return(gw: &Gateway, ctx: &RequestCtx) -> Response {
         Ok(c) => c,
         Err(e) => return reject(gw, ctx, None, StatusCode::BAD_REQUEST, &format!("mfa evidence: {e}")),
     };
-    let pending = gw.pending_mfa.lock().unwrap_or_else(PoisonError::into_inner).remove(&claims.request);
+    let pending = gw.pending_mfa.lock().unwrap_or_else(PoisonError::into_inner).get(&claims.request).cloned();
     let Some(pending) = pending.filter(|p| now.since(p.created) < MFA_REQUEST_TTL) else {
         return reject(gw, ctx, None, StatusCode::BAD_REQUEST, "mfa evidence answers no pending request");
     };
@@ -686,6 +686,16 @@ async fn mfa_return(gw: &Gateway, ctx: &RequestCtx) -> Response {
         Ok(s) => s,
         Err(p) => return reject(gw, ctx, Some(&pending.app), StatusCode::UNAUTHORIZED, p.as_str()),
     };
+    // The evidence must come back in the browser that was sent for it (the
+    // one holding this session's global cookie), not in one that snatched
+    // the redirect.
+    let browser_sid =
+        cookie_value(&ctx.headers, GLOBAL_COOKIE).and_then(|t| gw.session_from_token(&t, GLOBAL_AUDIENCE).ok());
+    if browser_sid.map(|s| s.sid) != Some(pending.sid.clone()) {
+        return reject(gw, ctx, Some(&pending.app), StatusCode::FORBIDDEN, "mfa evidence returned by another browser");
+    }
+    // Single use, from here on.
+    gw.pending_mfa.lock().unwrap_or_else(PoisonError::into_inner).remove(&claims.request);
     let fresh_enough = if pending.max_age.is_zero() {
         claims.verified_at >= pending.created
     } else {

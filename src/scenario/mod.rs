@@ -34,6 +34,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("first-enrollment-gated", include_str!("../../scenarios/first-enrollment-gated.toml")),
     ("mfa-session-expiry", include_str!("../../scenarios/mfa-session-expiry.toml")),
     ("aaguid-allow-list", include_str!("../../scenarios/aaguid-allow-list.toml")),
+    ("totp-clock-skew", include_str!("../../scenarios/totp-clock-skew.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use lockstep::config::LabConfig;
-use lockstep::http::{Browser, Credentials, Fetch, HttpClient, Landing, Navigation};
+use lockstep::http::{Browser, Credentials, FactorResponder, Fetch, HttpClient, Landing, Navigation};
 use lockstep::net::Clock;
 use lockstep::net::real::{SystemClock, TokioNet};
 use lockstep::protocol::DeviceSessionInfo;
@@ -120,8 +120,25 @@ async fn edge_mfa_with_a_security_key_over_real_sockets() {
         Landing::Page(p) => assert_eq!(p.status, 201, "{} {}", p.url, p.text()),
         other => panic!("{other:?}"),
     }
-    // ... and the key opens the app.
-    match browser.navigate(code, &with_key).await.unwrap() {
+    // ... and the key opens the app. Step by step, to show that the MFA
+    // service's evidence only works in the browser that was sent for it.
+    let prompt = match browser.navigate(code.clone(), &plain).await.unwrap() {
+        Landing::Page(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(prompt.status, 401, "the MFA prompt: {}", prompt.text());
+    let form = lockstep::http::form::forms(&prompt.text())
+        .into_iter()
+        .find(|f| f.value("mfa") == Some("webauthn-get"))
+        .expect("a security-key form");
+    let fields = responder().answer(&form, &prompt.url.origin().ascii_serialization()).await.expect("the key answers");
+    let answered = browser.fetch(Fetch::post_form(prompt.url.join(&form.action).unwrap(), &fields)).await.unwrap();
+    assert_eq!(answered.status, 302, "{}", answered.text());
+    let evidence = answered.location().expect("back to the gateway with evidence");
+    assert!(evidence.path().ends_with("/auth/mfa"), "{evidence}");
+    let thief = Browser::new(HttpClient::new(TokioNet::shared(), real.directory.clone()), Arc::new(SystemClock));
+    assert_eq!(thief.fetch(Fetch::get(evidence.clone())).await.unwrap().status, 403, "evidence in another browser");
+    match browser.navigate(evidence, &Navigation { follow: true, ..Navigation::default() }).await.unwrap() {
         Landing::Page(p) => assert_eq!(p.text(), "code: hello bob (GET /)\n", "{}", recorder.snapshot().to_jsonl()),
         other => panic!("{other:?}"),
     }
