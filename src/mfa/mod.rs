@@ -190,6 +190,14 @@ impl Refusal {
     }
 }
 
+/// Parses a posted WebAuthn credential into the JSON (kept for the facts
+/// the trace records) and the webauthn-rs type.
+fn parse_credential<T: serde::de::DeserializeOwned>(text: &str) -> Result<(serde_json::Value, T), String> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("credential: {e}"))?;
+    let parsed = serde_json::from_value(json.clone()).map_err(|e| format!("credential: {e}"))?;
+    Ok((json, parsed))
+}
+
 fn user_uuid(user: &str) -> Uuid {
     let digest = Sha256::digest(user.as_bytes());
     let mut bytes = [0u8; 16];
@@ -346,15 +354,13 @@ impl MfaService {
 
     /// The verification forms for `request`: one per enrolled, allowed type.
     fn verification_forms(&self, request: &MfaRequestClaims, token: &str, allowed: &[FactorKind]) -> Vec<FormSpec> {
-        let factors: Vec<Factor> = self.state().store.factors(&request.sub).to_vec();
+        let (keys, passkeys, has_totp) = {
+            let state = self.state();
+            let store = &state.store;
+            let has_totp = store.factors(&request.sub).iter().any(|f| f.kind() == FactorKind::Totp);
+            (store.security_keys(&request.sub), store.biometrics(&request.sub), has_totp)
+        };
         let mut forms = Vec::new();
-        let keys: Vec<_> = factors
-            .iter()
-            .filter_map(|f| match &f.secret {
-                FactorSecret::SecurityKey(k) => Some(k.clone()),
-                _ => None,
-            })
-            .collect();
         if allowed.contains(&FactorKind::SecurityKey)
             && !keys.is_empty()
             && let Ok((options, state)) = self.webauthn.start_securitykey_authentication(&keys)
@@ -362,13 +368,6 @@ impl MfaService {
             let ceremony = self.open_ceremony(request, token, Step::GetSecurityKey(state));
             forms.push(FormSpec::WebauthnGet { ceremony, kind: FactorKind::SecurityKey, options: to_json(&options) });
         }
-        let passkeys: Vec<_> = factors
-            .iter()
-            .filter_map(|f| match &f.secret {
-                FactorSecret::Biometrics(k) => Some(k.clone()),
-                _ => None,
-            })
-            .collect();
         if allowed.contains(&FactorKind::Biometrics)
             && !passkeys.is_empty()
             && let Ok((options, state)) = self.webauthn.start_passkey_authentication(&passkeys)
@@ -376,7 +375,7 @@ impl MfaService {
             let ceremony = self.open_ceremony(request, token, Step::GetBiometrics(state));
             forms.push(FormSpec::WebauthnGet { ceremony, kind: FactorKind::Biometrics, options: to_json(&options) });
         }
-        if allowed.contains(&FactorKind::Totp) && factors.iter().any(|f| f.kind() == FactorKind::Totp) {
+        if allowed.contains(&FactorKind::Totp) && has_totp {
             let ceremony = self.open_ceremony(request, token, Step::Totp);
             forms.push(FormSpec::Totp { ceremony });
         }
@@ -559,13 +558,9 @@ async fn verify_webauthn(
     if mfa.rate_limited(&user) {
         return mfa.refuse(peer, refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts; wait".into()));
     }
-    let json: serde_json::Value = match serde_json::from_str(&form.credential) {
-        Ok(v) => v,
-        Err(e) => return mfa.refuse(peer, refuse(StatusCode::BAD_REQUEST, format!("credential: {e}"))),
-    };
-    let credential: PublicKeyCredential = match serde_json::from_value(json.clone()) {
-        Ok(c) => c,
-        Err(e) => return mfa.refuse(peer, refuse(StatusCode::BAD_REQUEST, format!("credential: {e}"))),
+    let (json, credential): (_, PublicKeyCredential) = match parse_credential(&form.credential) {
+        Ok(parsed) => parsed,
+        Err(reason) => return mfa.refuse(peer, refuse(StatusCode::BAD_REQUEST, reason)),
     };
     let result = match &ceremony.step {
         Step::GetSecurityKey(state) => mfa.webauthn.finish_securitykey_authentication(&credential, state),
@@ -713,17 +708,7 @@ async fn enroll_start(
         );
     }
     let code_required = existing.is_empty() && mfa.config.first_enrollment == FirstEnrollment::EnrollmentCode;
-    let exclude: Vec<_> = mfa
-        .state()
-        .store
-        .factors(&user)
-        .iter()
-        .filter_map(|f| match &f.secret {
-            FactorSecret::SecurityKey(k) => Some(k.cred_id().clone()),
-            FactorSecret::Biometrics(k) => Some(k.cred_id().clone()),
-            FactorSecret::Totp(_) => None,
-        })
-        .collect();
+    let exclude = mfa.state().store.credential_ids(&user);
     let exclude = (!exclude.is_empty()).then_some(exclude);
     let form = match kind {
         FactorKind::SecurityKey => {
@@ -806,13 +791,9 @@ async fn enroll_webauthn(
         _ => return mfa.refuse(peer, Refusal::new(StatusCode::BAD_REQUEST, "enroll", "not a WebAuthn registration")),
     };
     let refuse = |status, reason: String| Refusal::new(status, "enroll", reason).user(&user).factor(kind);
-    let json: serde_json::Value = match serde_json::from_str(&form.credential) {
-        Ok(v) => v,
-        Err(e) => return mfa.refuse(peer, refuse(StatusCode::BAD_REQUEST, format!("credential: {e}"))),
-    };
-    let registration: RegisterPublicKeyCredential = match serde_json::from_value(json.clone()) {
-        Ok(r) => r,
-        Err(e) => return mfa.refuse(peer, refuse(StatusCode::BAD_REQUEST, format!("credential: {e}"))),
+    let (json, registration): (_, RegisterPublicKeyCredential) = match parse_credential(&form.credential) {
+        Ok(parsed) => parsed,
+        Err(reason) => return mfa.refuse(peer, refuse(StatusCode::BAD_REQUEST, reason)),
     };
     let aaguid = match aaguid_of_registration(&json) {
         Ok(a) => a,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
-use webauthn_rs::prelude::{Passkey, SecurityKey};
+use webauthn_rs::prelude::{CredentialID, Passkey, SecurityKey};
 
 use crate::net::UnixMillis;
 use crate::policy::FactorKind;
@@ -68,6 +68,40 @@ impl FactorStore {
     /// Adds a factor.
     pub fn add(&mut self, user: &str, factor: Factor) {
         self.factors_mut(user).push(factor);
+    }
+
+    /// A user's security keys, as webauthn-rs credentials.
+    pub fn security_keys(&self, user: &str) -> Vec<SecurityKey> {
+        self.factors(user)
+            .iter()
+            .filter_map(|f| match &f.secret {
+                FactorSecret::SecurityKey(k) => Some(k.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A user's platform authenticators, as webauthn-rs passkeys.
+    pub fn biometrics(&self, user: &str) -> Vec<Passkey> {
+        self.factors(user)
+            .iter()
+            .filter_map(|f| match &f.secret {
+                FactorSecret::Biometrics(k) => Some(k.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The credential ids of a user's WebAuthn factors.
+    pub fn credential_ids(&self, user: &str) -> Vec<CredentialID> {
+        self.factors(user)
+            .iter()
+            .filter_map(|f| match &f.secret {
+                FactorSecret::SecurityKey(k) => Some(k.cred_id().clone()),
+                FactorSecret::Biometrics(k) => Some(k.cred_id().clone()),
+                FactorSecret::Totp(_) => None,
+            })
+            .collect()
     }
 
     /// Removes every factor of `user` (an administrator's lockout recovery);
