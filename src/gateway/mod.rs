@@ -36,7 +36,7 @@ use crate::http::cookies::cookie_value;
 use crate::http::{Fetch, HttpClient, PeerAddr, RemoteKeys, bearer_token, redirect, with_cookie};
 use crate::jose::{Expect, KeyError, MacKey, SigningKey, TokenError, jwk_set};
 use crate::net::{Net, SharedClock, UnixMillis};
-use crate::policy::{Decision, FactorKind, MfaRequirement, OrgMfa, amr_satisfies};
+use crate::policy::{AppAccess, Decision, FactorKind, MfaRequirement, OrgMfa, amr_satisfies};
 use crate::protocol::{
     APP_TOKEN_HEADER, AppTokenClaims, AppTokenMfa, CERTS_PATH, DEVICE_HANDOFF_URL, DEVICE_SESSION_PATH,
     DeviceSessionInfo, LAUNCHER_ADD_FACTOR_PATH, LOGIN_PATH, MFA_AUDIENCE, MFA_CERTS_PATH, MFA_ENROLL_PATH,
@@ -92,6 +92,8 @@ pub struct Gateway {
     /// The MFA service's URL and the organization's MFA settings.
     mfa_url: String,
     org_mfa: OrgMfa,
+    /// Each app's access rules, by name (resolved once from the config).
+    access: BTreeMap<String, AppAccess>,
     /// Keys that sign the MFA service's evidence.
     mfa_keys: RemoteKeys,
     pending_mfa: Mutex<BTreeMap<String, PendingMfa>>,
@@ -125,6 +127,7 @@ impl Gateway {
         let auth_url = Url::parse(&config.auth_url).map_err(|e| GatewayError::AuthUrl(e.to_string()))?;
         let key = SigningKey::es256(&rng.child("signing-key"))?;
         let session_key = MacKey::generate(&rng.child("session-key"));
+        let access = config.apps.iter().map(|a| (a.name.clone(), a.access())).collect();
         let rp = RelyingParty {
             issuer: config.idp_issuer.clone(),
             client_id: config.client_id.clone(),
@@ -147,6 +150,7 @@ impl Gateway {
             registry: Mutex::new(Registry::default()),
             mfa_url: mfa.url.trim_end_matches('/').to_string(),
             org_mfa: mfa.organization.clone(),
+            access,
             mfa_keys: RemoteKeys::new(format!("{}{MFA_CERTS_PATH}", mfa.url.trim_end_matches('/'))),
             pending_mfa: Mutex::new(BTreeMap::new()),
             devices: Mutex::new(BTreeMap::new()),
@@ -501,9 +505,9 @@ impl Gateway {
     /// The app's MFA requirement for a user in `groups`: `Err` when no
     /// policy admits them.
     fn mfa_requirement(&self, app: &AppConfig, groups: &[String]) -> Result<Option<MfaRequirement>, ()> {
-        match app.access().decide(&self.org_mfa, groups) {
-            Decision::Denied => Err(()),
-            Decision::Admitted { mfa, .. } => Ok(mfa),
+        match self.access.get(&app.name).map(|a| a.decide(&self.org_mfa, groups)) {
+            None | Some(Decision::Denied) => Err(()),
+            Some(Decision::Admitted { mfa, .. }) => Ok(mfa),
         }
     }
 
