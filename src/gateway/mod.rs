@@ -196,6 +196,10 @@ impl Gateway {
         &self.config.auth_url
     }
 
+    fn app_named(&self, name: &str) -> Option<&AppConfig> {
+        self.config.apps.iter().find(|a| a.name == name)
+    }
+
     fn app_for_host(&self, host: &str) -> Option<&AppConfig> {
         self.config.apps.iter().find(|a| a.domain.eq_ignore_ascii_case(host))
     }
@@ -560,7 +564,7 @@ fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session, mfa: Option<St
     let Ok(token) = gw.sign_session(session, app, end, Some(path), mfa) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
     };
-    let Some(app_config) = gw.config.apps.iter().find(|a| a.name == app) else {
+    let Some(app_config) = gw.app_named(app) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "unknown app").into_response();
     };
     let mut location = gw.app_url(app_config, AUTHORIZED_PATH);
@@ -594,7 +598,7 @@ fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
 /// Finishes a login to `app`: asks for the edge MFA first when the app's
 /// policy requires it and nothing in the session satisfies it yet.
 fn app_login(gw: &Gateway, ctx: &RequestCtx, app: &str, url: &Url, session: &Session) -> Response {
-    let Some(app_config) = gw.config.apps.iter().find(|a| a.name == app) else {
+    let Some(app_config) = gw.app_named(app) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "unknown app").into_response();
     };
     let requirement = match gw.mfa_requirement(app_config, &session.groups) {
