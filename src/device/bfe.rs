@@ -52,7 +52,7 @@ impl BfeHandle {
 
 impl Bfe for BfeHandle {
     fn open_session(&mut self, name: &str, dynamic: bool) -> Result<SessionId, EngineError> {
-        let session = self.os.state().engine.open_session(self.pid, name, dynamic);
+        let session = self.os.state().engine.open_session(self.pid, name, dynamic)?;
         self.os.inner.recorder.record(EventBody::WfpSessionOpened {
             session: session.0,
             pid: self.pid,

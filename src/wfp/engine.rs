@@ -56,6 +56,22 @@ pub enum DeleteReason {
     SessionEnded,
     /// Non-persistent object dropped by a BFE stop.
     BfeStopped,
+    /// A boot-time filter retired when BFE finished initializing (it stays stored
+    /// for the next boot).
+    BfeStarted,
+}
+
+/// Where the filtering engine is in the device's life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Phase {
+    /// TCP/IP is up, BFE has not initialized since power-on: only boot-time filters act.
+    BootTime,
+    /// BFE is running: every filter but the boot-time ones acts.
+    #[default]
+    Running,
+    /// BFE was stopped after it had run: persistent filters stay in force, no session
+    /// can be opened and boot-time filters do not come back until the next boot.
+    Stopped,
 }
 
 /// Filters added and deleted by one committed change.
@@ -127,6 +143,9 @@ pub enum EngineError {
     /// Commit or abort without an open transaction.
     #[error("session {0} has no transaction in progress")]
     NoTransaction(SessionId),
+    /// The management API is unavailable: BFE is not running.
+    #[error("the Base Filtering Engine is not running")]
+    BfeNotRunning,
 }
 
 /// Persistent providers, sublayers and filters as BFE keeps them on disk.
@@ -136,7 +155,7 @@ pub struct PersistentStore {
     pub providers: Vec<String>,
     /// `(key, provider, weight)` per sublayer, in key order.
     pub sublayers: Vec<(String, Option<String>, u16)>,
-    /// Filter specs (lifetime `Persistent`), in original id order.
+    /// Filter specs (lifetime `Persistent` or `BootTime`), in original id order.
     pub filters: Vec<FilterSpec>,
 }
 
@@ -187,6 +206,7 @@ struct Transaction {
 /// given call sequence always yields the same ids.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Engine {
+    phase: Phase,
     sessions: BTreeMap<SessionId, Session>,
     committed: Tables,
     txn: Option<Transaction>,
@@ -201,9 +221,11 @@ impl Engine {
         Engine::default()
     }
 
-    /// A fresh boot: BFE starts and loads `store`. Filters get ids 1.. in store order and
-    /// belong to [`SessionId::BFE`]; objects that fail validation are skipped.
-    pub fn boot(store: &PersistentStore) -> Engine {
+    /// Power-on: the TCP/IP driver starts and loads `store`'s boot-time filters; BFE has
+    /// not started ([`Phase::BootTime`]), so persistent filters are not in force yet and
+    /// no session can be opened. Filters get ids 1.. in store order and belong to
+    /// [`SessionId::BFE`]; objects that fail validation are skipped.
+    pub fn power_on(store: &PersistentStore) -> Engine {
         let mut engine = Engine::new();
         let bfe = Session { id: SessionId::BFE, owner_pid: 0, name: "BFE".into(), dynamic: false };
         let t = &mut engine.committed;
@@ -215,16 +237,83 @@ impl Engine {
         }
         for spec in &store.filters {
             let mut spec = spec.clone();
-            spec.lifetime = Lifetime::Persistent;
+            if spec.lifetime != Lifetime::BootTime {
+                spec.lifetime = Lifetime::Persistent;
+            }
             let _ = add_filter(t, &bfe, &mut engine.last_filter, spec);
         }
+        engine.phase = Phase::BootTime;
         engine
+    }
+
+    /// A fresh boot straight to a running BFE: [`Engine::power_on`] then [`Engine::start_bfe`].
+    pub fn boot(store: &PersistentStore) -> Engine {
+        let mut engine = Engine::power_on(store);
+        engine.start_bfe();
+        engine
+    }
+
+    /// Where the engine is in the device's life.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// BFE finishes initializing: persistent filters come into force and boot-time filters
+    /// retire, in one step (no window between them). From [`Phase::Stopped`] it only makes
+    /// the management API available again.
+    pub fn start_bfe(&mut self) -> ChangeSet {
+        match self.phase {
+            Phase::Running => ChangeSet::default(),
+            Phase::Stopped => {
+                self.phase = Phase::Running;
+                ChangeSet::default()
+            }
+            Phase::BootTime => {
+                let mut change = ChangeSet::default();
+                let mut layers = BTreeSet::new();
+                for f in self.committed.filters.values() {
+                    match f.spec.lifetime {
+                        Lifetime::BootTime => change.deleted.push((f.id, f.spec.name.clone(), DeleteReason::BfeStarted)),
+                        _ => change.added.push(f.id),
+                    }
+                    layers.insert(f.spec.layer);
+                }
+                self.bump(&layers);
+                change.layers = layers.into_iter().collect();
+                self.phase = Phase::Running;
+                change
+            }
+        }
+    }
+
+    /// BFE stops: every session ends (its transaction aborted), every non-persistent
+    /// object is dropped; persistent objects stay in force, now owned by [`SessionId::BFE`].
+    pub fn stop_bfe(&mut self) -> ChangeSet {
+        if self.phase != Phase::Running {
+            return ChangeSet::default();
+        }
+        self.txn = None;
+        self.sessions.clear();
+        let mut next = self.committed.clone();
+        next.retain_owned(|l, _| matches!(l, Lifetime::Persistent | Lifetime::BootTime));
+        let bfe = SessionId::BFE;
+        next.providers.values_mut().for_each(|p| p.session = bfe);
+        next.sublayers.values_mut().for_each(|s| s.session = bfe);
+        next.filters.values_mut().for_each(|f| f.session = bfe);
+        let change = self.apply(next, DeleteReason::BfeStopped);
+        self.phase = Phase::Stopped;
+        change
+    }
+
+    /// Whether a filter is in force in the current phase.
+    pub fn is_active(&self, f: &Filter) -> bool {
+        (f.spec.lifetime == Lifetime::BootTime) == (self.phase == Phase::BootTime)
     }
 
     /// The persistent objects of the committed state.
     pub fn persistent_store(&self) -> PersistentStore {
         let t = &self.committed;
-        let persistent = |l: Lifetime| l == Lifetime::Persistent;
+        let persistent = |l: Lifetime| matches!(l, Lifetime::Persistent | Lifetime::BootTime);
         PersistentStore {
             providers: t.providers.values().filter(|p| persistent(p.lifetime)).map(|p| p.key.clone()).collect(),
             sublayers: t
@@ -238,11 +327,14 @@ impl Engine {
     }
 
     /// `FwpmEngineOpen0`; `dynamic` sets `FWPM_SESSION_FLAG_DYNAMIC`.
-    pub fn open_session(&mut self, owner_pid: u32, name: &str, dynamic: bool) -> SessionId {
+    pub fn open_session(&mut self, owner_pid: u32, name: &str, dynamic: bool) -> Result<SessionId, EngineError> {
+        if self.phase != Phase::Running {
+            return Err(EngineError::BfeNotRunning);
+        }
         self.last_session += 1;
         let id = SessionId(self.last_session);
         self.sessions.insert(id, Session { id, owner_pid, name: name.to_string(), dynamic });
-        id
+        Ok(id)
     }
 
     /// `FwpmEngineClose0`: aborts the session's transaction, then deletes its dynamic objects.
@@ -257,18 +349,12 @@ impl Engine {
         self.end_sessions(&ids)
     }
 
-    /// BFE stop + start: all sessions end (transactions aborted), every non-persistent
-    /// object is dropped, persistent objects stay (reloaded, now owned by [`SessionId::BFE`]).
+    /// BFE stop + start ([`Engine::stop_bfe`] then [`Engine::start_bfe`]): all sessions end,
+    /// every non-persistent object is dropped, persistent objects stay in force.
     pub fn bfe_restart(&mut self) -> ChangeSet {
-        self.txn = None;
-        self.sessions.clear();
-        let mut next = self.committed.clone();
-        next.retain_owned(|l, _| l == Lifetime::Persistent);
-        let bfe = SessionId::BFE;
-        next.providers.values_mut().for_each(|p| p.session = bfe);
-        next.sublayers.values_mut().for_each(|s| s.session = bfe);
-        next.filters.values_mut().for_each(|f| f.session = bfe);
-        self.apply(next, DeleteReason::BfeStopped)
+        let change = self.stop_bfe();
+        self.start_bfe();
+        change
     }
 
     /// An open session.
@@ -340,6 +426,9 @@ impl Engine {
 
     /// `FwpmTransactionBegin0`: takes the engine-wide transaction lock.
     pub fn begin_transaction(&mut self, s: SessionId) -> Result<(), EngineError> {
+        if self.phase != Phase::Running {
+            return Err(EngineError::BfeNotRunning);
+        }
         self.session(s)?;
         match &self.txn {
             Some(t) if t.session == s => Err(EngineError::TransactionInProgress(s)),
@@ -370,7 +459,7 @@ impl Engine {
     /// Classifies `ctx` against the committed filters of `ctx.layer`.
     pub fn classify(&self, ctx: &ClassifyContext) -> Decision {
         let subs: Vec<(&str, u16)> = self.committed.sublayers.values().map(|s| (s.key.as_str(), s.weight)).collect();
-        arbitrate(&subs, self.committed.filters.values(), ctx)
+        arbitrate(&subs, self.committed.filters.values().filter(|f| self.is_active(f)), ctx)
     }
 
     /// Bumped once per committed change that adds or deletes a filter in `layer`.
@@ -404,6 +493,9 @@ impl Engine {
         s: SessionId,
         op: impl FnOnce(&mut Tables, &Session, &mut u64) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
+        if self.phase != Phase::Running {
+            return Err(EngineError::BfeNotRunning);
+        }
         let session = self.sessions.get(&s).ok_or(EngineError::UnknownSession(s))?;
         match &mut self.txn {
             Some(t) if t.session == s => op(&mut t.staged, session, &mut self.last_filter),
@@ -451,21 +543,29 @@ impl Engine {
         for (id, f) in &next.filters {
             if !old.contains_key(id) {
                 change.added.push(*id);
-                layers.insert(f.spec.layer);
+                if self.is_active(f) {
+                    layers.insert(f.spec.layer);
+                }
             }
         }
         for (id, f) in old {
             if !next.filters.contains_key(id) {
                 change.deleted.push((*id, f.spec.name.clone(), reason));
-                layers.insert(f.spec.layer);
+                if self.is_active(f) {
+                    layers.insert(f.spec.layer);
+                }
             }
         }
-        for layer in &layers {
-            *self.generations.entry(*layer).or_insert(0) += 1;
-        }
+        self.bump(&layers);
         change.layers = layers.into_iter().collect();
         self.committed = next;
         change
+    }
+
+    fn bump(&mut self, layers: &BTreeSet<Layer>) {
+        for layer in layers {
+            *self.generations.entry(*layer).or_insert(0) += 1;
+        }
     }
 }
 
@@ -549,8 +649,10 @@ fn add_filter(
     }
     check_conditions(&spec)?;
     let lifetime = resolve_lifetime(session, spec.lifetime, &spec.name)?;
+    // Persistent and boot-time filters outlive a reboot: so must their parents.
+    let stored = matches!(lifetime, Lifetime::Persistent | Lifetime::BootTime);
     let persistent_parent = |parent_kind, parent: &str, l: Lifetime| {
-        if lifetime == Lifetime::Persistent && l != Lifetime::Persistent {
+        if stored && l != Lifetime::Persistent {
             Err(EngineError::PersistentParent {
                 kind: "filter",
                 name: spec.name.clone(),

@@ -114,10 +114,8 @@ impl Weight {
     }
 }
 
-/// Requested lifetime of a filter.
-///
-/// `BootTime` (`FWPM_FILTER_FLAG_BOOTTIME`: active from TCP/IP start until BFE init, and
-/// mutually exclusive with `Persistent`) will be added here in a later issue.
+/// Requested lifetime of a filter. `Persistent` and `BootTime` are distinct values, so the
+/// two flags can never be set together (as WFP requires).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Lifetime {
     /// Lives until deleted or its session ends.
@@ -126,6 +124,9 @@ pub enum Lifetime {
     Static,
     /// `FWPM_*_FLAG_PERSISTENT`: lives until deleted; reloaded when BFE starts.
     Persistent,
+    /// `FWPM_FILTER_FLAG_BOOTTIME`: stored until deleted, active only from the TCP/IP
+    /// driver's start until BFE finishes initializing, at every boot.
+    BootTime,
 }
 
 /// Errors from [`AppId::from_image_path`].

@@ -17,8 +17,10 @@
 //! - **Weights**: `FWP_UINT8` range 0..=15 sets the top 4 bits, `FWP_UINT64` is exact,
 //!   `FWP_EMPTY` is BFE-assigned within range 0.
 //! - **Engine** ([`Engine`]): sessions (dynamic or not), providers, sublayers, filters,
-//!   explicit and implicit transactions, lifetimes (dynamic / static / persistent),
-//!   process-exit session rundown, BFE restart and a fresh boot from the persistent store.
+//!   explicit and implicit transactions, lifetimes (dynamic / static / persistent /
+//!   boot-time), process-exit session rundown, and the device's life in [`Phase`]s:
+//!   power-on (TCP/IP up, only boot-time filters in force), BFE start (persistent filters
+//!   in force, boot-time ones retired, in one step), BFE stop and restart.
 //! - **Flows** ([`FlowTable`], MS "ALE Reauthorization"): a flow is classified once when
 //!   created; its packets then pass until a filter is added or deleted at its layer, after
 //!   which the next packet is reauthorized and a Block tears the flow down.
@@ -45,8 +47,10 @@
 //!   Session rundown of a non-holder still proceeds. Reads (`filters`, `classify`) always
 //!   see committed state.
 //! - A failed call inside a transaction changes nothing and leaves the transaction open.
-//! - BFE restart is atomic: persistent filters keep their ids and there is no window
-//!   without them. Boot-time filters are not modelled yet.
+//! - BFE stop keeps persistent filters in force (they "live until deleted"); they keep
+//!   their ids and there is no window without them. A boot-time filter added while BFE
+//!   runs is stored for the next boot and does not act before it; boot-time filters need
+//!   persistent parents, like persistent ones.
 //! - Reauthorization classifies the flow's original context at its own layer (not the
 //!   opposite layer for reverse-direction packets) and is triggered only by filter
 //!   changes (no weak-host interface change, no pending-connection trigger).
@@ -61,7 +65,7 @@ mod flow;
 mod tests;
 
 pub use classify::{ClassifyContext, Decision, arbitrate, conditions_match};
-pub use engine::{ChangeSet, DeleteReason, Engine, EngineError, PersistentStore, Provider, Session, Sublayer};
+pub use engine::{ChangeSet, DeleteReason, Engine, EngineError, PersistentStore, Phase, Provider, Session, Sublayer};
 pub use filter::{
     AUTO_WEIGHT_BITS, AUTO_WEIGHT_MAX, Action, AppId, AppIdError, Condition, ConditionField, Direction, Filter,
     FilterId, FilterSpec, IpPrefix, Layer, Lifetime, PrefixError, Protocol, SessionId, WEIGHT_RANGE_MAX, Weight,

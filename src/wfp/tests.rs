@@ -38,7 +38,7 @@ fn inbound_block(name: &str) -> FilterSpec {
 /// An engine with provider `PROV` and sublayer `SL` (0xFFFF) from a session of pid 100.
 fn setup(dynamic: bool) -> (Engine, SessionId) {
     let mut e = Engine::new();
-    let s = e.open_session(100, "agent", dynamic);
+    let s = e.open_session(100, "agent", dynamic).unwrap();
     e.add_provider(s, PROV, false).unwrap();
     let res = e.add_sublayer(s, SL, Some(PROV), 0xFFFF, false);
     res.unwrap();
@@ -91,7 +91,7 @@ fn kill_switch_end_to_end() {
 fn foreign_vendor_sublayers() {
     let (mut e, s) = setup(false);
     e.add_filter(s, block_all()).unwrap();
-    let other = e.open_session(200, "vendor", false);
+    let other = e.open_session(200, "vendor", false).unwrap();
     let mut p = FilterSpec::new("vendor-allow", V4, "vendor", Action::Permit);
     p.clear_action_right = true;
     // A hard permit below our sublayer loses: our Block came first and is final.
@@ -185,10 +185,10 @@ fn dynamic_session_objects_vanish_on_close() {
 #[test]
 fn kill_dash_nine_runs_down_every_session_of_the_pid() {
     let (mut e, s) = setup(true);
-    let s2 = e.open_session(100, "agent-2", true);
+    let s2 = e.open_session(100, "agent-2", true).unwrap();
     let a = e.add_filter(s, block_all()).unwrap();
     let b = e.add_filter(s2, inbound_block("b")).unwrap();
-    let bystander = e.open_session(300, "other", true);
+    let bystander = e.open_session(300, "other", true).unwrap();
     let cs = e.process_exited(100);
     let gone: Vec<FilterId> = cs.deleted.iter().map(|d| d.0).collect();
     assert_eq!((gone, cs.layers), (vec![a, b], vec![V4, IN4]));
@@ -215,7 +215,7 @@ fn static_survives_process_exit_but_not_bfe_restart() {
 
 fn persistent_setup() -> (Engine, SessionId, FilterId) {
     let mut e = Engine::new();
-    let s = e.open_session(100, "agent", false);
+    let s = e.open_session(100, "agent", false).unwrap();
     e.add_provider(s, "prov", true).unwrap();
     e.add_sublayer(s, SL, Some("prov"), 0xFFFF, true).unwrap();
     e.add_sublayer(s, "volatile", None, 1, false).unwrap();
@@ -284,7 +284,7 @@ fn transaction_invisible_until_commit() {
 #[test]
 fn abort_discards_and_lock_is_exclusive() {
     let (mut e, s) = setup(false);
-    let other = e.open_session(200, "other", false);
+    let other = e.open_session(200, "other", false).unwrap();
     e.begin_transaction(s).unwrap();
     assert_eq!(err(e.begin_transaction(s)), "session 1 already has a transaction in progress");
     let locked = "the transaction lock is held by session 1";
@@ -311,7 +311,7 @@ fn session_end_aborts_its_transaction() {
     assert!(cs.is_empty(), "the uncommitted delete is aborted, static objects stay");
     assert!(!allowed(&e, None));
     assert_eq!(e.transaction_holder(), None);
-    let s2 = e.open_session(101, "agent", false);
+    let s2 = e.open_session(101, "agent", false).unwrap();
     e.begin_transaction(s2).unwrap();
     e.close_session(s2).unwrap();
     assert_eq!(e.transaction_holder(), None);
@@ -320,8 +320,8 @@ fn session_end_aborts_its_transaction() {
 #[test]
 fn rundown_of_other_session_while_locked() {
     let mut e = Engine::new();
-    let a = e.open_session(1, "a", true);
-    let b = e.open_session(2, "b", false);
+    let a = e.open_session(1, "a", true).unwrap();
+    let b = e.open_session(2, "b", false).unwrap();
     e.add_sublayer(a, "dyn", None, 5, false).unwrap();
     e.add_sublayer(b, SL, None, 0xFFFF, false).unwrap();
     let in_dyn = FilterSpec { sublayer: "dyn".into(), ..block_all() };
@@ -515,4 +515,51 @@ fn same_calls_same_state_and_serializable() {
     assert!(json.contains(app), "{json}");
     assert!(serde_json::to_string(&cs).is_ok());
     assert!(serde_json::to_string(&e.persistent_store()).is_ok());
+}
+
+#[test]
+fn boot_time_filters_act_only_until_bfe_starts() {
+    let mut e = Engine::new();
+    let s = e.open_session(100, "agent", false).unwrap();
+    e.add_provider(s, "prov", true).unwrap();
+    e.add_sublayer(s, SL, Some("prov"), 0xFFFF, true).unwrap();
+    let boot_block = FilterSpec { lifetime: Lifetime::BootTime, ..spec("boot-block", Action::Block, 0, vec![]) };
+    let gen_before = gens(&e);
+    e.add_filter(s, boot_block.clone()).unwrap();
+    // Added while BFE runs: stored for the next boot, not in force, no reauthorization.
+    assert!(allowed(&e, None), "a boot-time filter does not act while BFE runs");
+    assert_eq!(gens(&e), gen_before);
+    let permit = FilterSpec { lifetime: Lifetime::Persistent, ..permit_agent() };
+    e.add_filter(s, permit).unwrap();
+    let store = e.persistent_store();
+    let lifetimes: Vec<Lifetime> = store.filters.iter().map(|f| f.lifetime).collect();
+    assert_eq!(lifetimes, vec![Lifetime::BootTime, Lifetime::Persistent]);
+
+    // Power-on: TCP/IP up, only the boot-time block acts, BFE is not there to talk to.
+    let mut booted = Engine::power_on(&store);
+    assert_eq!(booted.phase(), Phase::BootTime);
+    assert!(!allowed(&booted, None) && !allowed(&booted, Some(AGENT)), "boot-time block-all, no permit yet");
+    assert_eq!(booted.open_session(100, "early", false), Err(EngineError::BfeNotRunning));
+    // BFE start: persistent filters take over and the boot-time one retires, in one change.
+    let g = booted.layer_generation(V4);
+    let cs = booted.start_bfe();
+    assert_eq!((cs.added.clone(), deleted(&cs)), (vec![FilterId(2)], vec![(FilterId(1), "boot-block", DeleteReason::BfeStarted)]));
+    assert_eq!(booted.layer_generation(V4), g + 1, "flows authorized at boot are reauthorized");
+    assert!(allowed(&booted, Some(AGENT)) && allowed(&booted, None), "persistent permit only; boot block retired");
+    assert_eq!(booted.persistent_store(), store, "the boot-time filter stays stored for the next boot");
+    // A BFE stop keeps persistent filters, never brings boot-time ones back, and
+    // closes the management API until BFE starts again.
+    let s2 = booted.open_session(100, "agent", false).unwrap();
+    booted.stop_bfe();
+    assert_eq!(booted.phase(), Phase::Stopped);
+    assert!(allowed(&booted, None));
+    assert_eq!(booted.add_filter(s2, block_all()), Err(EngineError::BfeNotRunning));
+    assert!(booted.start_bfe().is_empty());
+    assert_eq!(err(booted.add_filter(s2, block_all())), "session 1 does not exist");
+
+    // Boot-time filters outlive reboots, so their parents must be persistent.
+    let (mut e2, s) = setup(false);
+    let bad = FilterSpec { lifetime: Lifetime::BootTime, ..block_all() };
+    let msg = "persistent filter `block-all` requires sublayer `lockstep` to be persistent";
+    assert_eq!(err(e2.add_filter(s, bad)), msg);
 }
