@@ -149,6 +149,18 @@ impl TotpVerifier {
     }
 }
 
+/// The code for `secret` at `now` (what an administrator's console shows).
+pub fn code_at(settings: &TotpSettings, secret: &[u8], now: UnixMillis) -> Result<String, TotpError> {
+    Ok(build(settings, secret, None)?.generate(now.as_secs()).to_string())
+}
+
+/// Decodes a base32 secret (RFC 4648, no padding needed).
+pub fn decode_base32(secret: &str) -> Result<Vec<u8>, TotpError> {
+    totp_rs::Secret::try_from_base32(secret.trim().to_uppercase())
+        .map(|s| s.as_bytes().to_vec())
+        .map_err(|e| TotpError::Parameters(format!("secret is not base32: {e:?}")))
+}
+
 /// A user's authenticator app: a secret scanned from an `otpauth://` URI and
 /// a clock that is `skew` off the true time.
 #[derive(Clone, Debug)]

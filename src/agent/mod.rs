@@ -15,6 +15,15 @@
 //!
 //! No transition passes through a state more permissive than both its ends:
 //! each firewall change is a single atomic transaction.
+//!
+//! The agent also follows the device's life: at start it locks first and then
+//! restores a saved session only once the gateway confirms it; it re-locks on a
+//! user switch or an organization change, re-applies the lockdown when the
+//! network changes, and re-checks its session at once on resume from sleep.
+//! Two levers of the documented product open the lockdown on purpose, each
+//! bounded in time and recorded in the trace: the captive-portal opening (the
+//! browser may reach ports 80 and 443 anywhere) and administrator override
+//! codes (the lockdown is lifted).
 
 pub mod firewall;
 pub mod wfp_backend;
@@ -25,10 +34,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
-use self::firewall::{Firewall, LockdownPolicy};
+use self::firewall::{Exception, Firewall, LockdownPolicy};
 use crate::http::{Credentials, Fetch, FetchError, HttpClient, Landing};
-use crate::net::{BoxFuture, SharedClock, UnixMillis};
+use crate::net::{BoxFuture, SharedClock, UnixMillis, millis};
 use crate::protocol::{DEVICE_HANDOFF_URL, DEVICE_SESSION_PATH, DeviceSessionInfo, LOGIN_PATH};
+use crate::totp::{TotpSettings, TotpVerifier};
 use crate::trace::{EventBody, Recorder};
 
 /// The agent's state.
@@ -68,6 +78,37 @@ pub struct AgentSettings {
     pub policy: LockdownPolicy,
     /// Deliberately broken: never re-engage the lockdown once connected.
     pub danger_forget_relock: bool,
+    /// The captive-portal lever: how long an opening lasts (zero: off) and what it opens.
+    pub captive_portal: Option<(Duration, Vec<Exception>)>,
+    /// The administrator-override lever.
+    pub admin_override: Option<AdminOverride>,
+}
+
+/// Administrator override codes as the agent checks them.
+#[derive(Clone, Debug)]
+pub struct AdminOverride {
+    /// TOTP parameters of the codes (the step is how long one code is valid).
+    pub totp: TotpSettings,
+    /// The shared secret.
+    pub secret: Vec<u8>,
+    /// How long an accepted code lifts the lockdown.
+    pub duration: Duration,
+}
+
+/// A lever that is open right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpenLever {
+    CaptivePortal,
+    AdminOverride,
+}
+
+impl OpenLever {
+    fn name(self) -> &'static str {
+        match self {
+            OpenLever::CaptivePortal => "captive_portal",
+            OpenLever::AdminOverride => "admin_override",
+        }
+    }
 }
 
 /// What the platform provides the agent beyond its firewall.
@@ -75,11 +116,45 @@ pub trait AgentPlatform: Send + Sync + 'static {
     /// Opens the sign-in window at `url` (a separate process) and lets the
     /// user sign in with `credentials`; returns where the window ended.
     fn sign_in_window(&self, url: Url, credentials: Credentials) -> BoxFuture<'static, Result<Landing, FetchError>>;
+    /// The device session token the agent saved (it survives restarts and upgrades).
+    fn saved_session(&self) -> Option<String>;
+    /// Saves (or, with `None`, forgets) the device session token.
+    fn save_session(&self, token: Option<&str>);
 }
 
 /// A request from the agent's user interface.
 #[derive(Debug)]
 pub enum AgentCommand {
+    /// The OS suspends the device (sleep): the agent's timers stop.
+    Suspend,
+    /// The device resumed from sleep.
+    Resume,
+    /// Another Windows user is now at the console.
+    UserSwitched {
+        /// The new user.
+        user: String,
+    },
+    /// The device was moved to another organization (team).
+    OrgChanged {
+        /// The new organization.
+        org: String,
+    },
+    /// The network changed (new interface, DHCP renew).
+    NetworkChanged,
+    /// A captive portal was detected; the agent may open the lever.
+    CaptivePortal {
+        /// What the agent did.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// The user enters an administrator override code.
+    AdminOverride {
+        /// The code typed.
+        code: String,
+        /// What the agent did.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// The service manager stops the agent (upgrade, shutdown).
+    Stop,
     /// The user signs in through the agent's window.
     SignIn {
         /// What the user types.
@@ -105,6 +180,12 @@ pub struct Agent {
     state: AgentState,
     session: Option<(String, DeviceSessionInfo)>,
     next_poll: Option<UnixMillis>,
+    suspended: bool,
+    status: tokio::sync::watch::Sender<AgentState>,
+    lever: Option<(OpenLever, UnixMillis)>,
+    /// A captive-portal opening is refused before this time (one opening per period).
+    portal_cooldown_until: Option<UnixMillis>,
+    override_codes: Option<TotpVerifier>,
 }
 
 impl Agent {
@@ -117,6 +198,7 @@ impl Agent {
         clock: SharedClock,
         recorder: Recorder,
     ) -> Self {
+        let override_codes = settings.admin_override.as_ref().and_then(|o| TotpVerifier::new(&o.totp, &o.secret).ok());
         Agent {
             settings,
             firewall,
@@ -127,27 +209,36 @@ impl Agent {
             state: AgentState::Locked,
             session: None,
             next_poll: None,
+            suspended: false,
+            status: tokio::sync::watch::channel(AgentState::Locked).0,
+            lever: None,
+            portal_cooldown_until: None,
+            override_codes,
         }
     }
 
-    /// Runs until the command channel closes: engages the lockdown first.
+    /// Runs until the command channel closes or the service manager stops it:
+    /// engages the lockdown first, then restores a saved session if the gateway
+    /// still confirms it.
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<AgentCommand>) {
         self.lock("service started");
+        if let Some(token) = self.platform.saved_session() {
+            self.restore(token).await;
+        }
         loop {
-            let relock_in = self.relock_delay();
-            let poll_in = self.next_poll.map(|at| at.since(self.clock.now()));
+            let (relock_in, poll_in, lever_in) = if self.suspended {
+                (None, None, None)
+            } else {
+                let now = self.clock.now();
+                (self.relock_delay(), self.next_poll.map(|at| at.since(now)), self.lever.map(|(_, at)| at.since(now)))
+            };
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(AgentCommand::SignIn { credentials, reply }) => {
-                        let result = self.sign_in(credentials).await;
-                        let _ = reply.send(result);
-                    }
-                    Some(AgentCommand::Status { reply }) => {
-                        let _ = reply.send(self.state.clone());
-                    }
-                    None => return,
+                    Some(AgentCommand::Stop) | None => return,
+                    Some(command) => self.handle(command).await,
                 },
+                _ = sleep_opt(lever_in) => self.close_lever("timeout"),
                 _ = sleep_opt(relock_in) => {
                     self.session_ended("session expiring");
                 }
@@ -159,8 +250,169 @@ impl Agent {
         }
     }
 
+    async fn handle(&mut self, command: AgentCommand) {
+        match command {
+            AgentCommand::SignIn { credentials, reply } => {
+                let result = self.sign_in(credentials).await;
+                let _ = reply.send(result);
+            }
+            AgentCommand::Status { reply } => {
+                let _ = reply.send(self.state.clone());
+            }
+            AgentCommand::Suspend => self.suspended = true,
+            AgentCommand::Resume => {
+                self.suspended = false;
+                self.resumed().await;
+            }
+            AgentCommand::UserSwitched { user } => self.forget_session(&format!("Windows user switched to {user}")),
+            AgentCommand::OrgChanged { org } => self.forget_session(&format!("organization changed to {org}")),
+            AgentCommand::NetworkChanged => {
+                if self.state != AgentState::Connected && self.lever.is_none() {
+                    self.lock("network changed: lockdown re-applied");
+                }
+            }
+            AgentCommand::CaptivePortal { reply } => {
+                let _ = reply.send(self.open_captive_portal());
+            }
+            AgentCommand::AdminOverride { code, reply } => {
+                let _ = reply.send(self.admin_override(&code));
+            }
+            AgentCommand::Stop => {}
+        }
+    }
+
+    /// A saved session survives a restart only if the gateway confirms it.
+    async fn restore(&mut self, token: String) {
+        match self.query_session(&token).await {
+            Ok(info) => self.connect(token, info, "saved session confirmed by the gateway"),
+            Err(SessionQueryError::Refused(e)) => {
+                self.platform.save_session(None);
+                self.set_state(AgentState::Locked, &format!("saved session refused: {e}"));
+            }
+            // Unreachable: stay locked; the user can sign in again.
+            Err(SessionQueryError::Unreachable(e)) => {
+                self.set_state(AgentState::Locked, &format!("saved session not confirmed: {e}"))
+            }
+        }
+    }
+
+    /// Back from sleep: a session that expired meanwhile ends at once; a live one
+    /// is re-confirmed with the gateway before anything else.
+    async fn resumed(&mut self) {
+        let Some((_, info)) = self.session.clone() else {
+            if self.lever.is_none() {
+                self.lock("resumed from sleep: lockdown re-applied");
+            }
+            return;
+        };
+        if self.settings.danger_forget_relock {
+            return;
+        }
+        if info.expires_at.minus(self.settings.relock_margin) <= self.clock.now() {
+            self.session_ended("session expired during sleep");
+            return;
+        }
+        self.check_session().await;
+        if self.state == AgentState::Connected {
+            self.set_state(AgentState::Connected, "resumed from sleep: session re-confirmed by the gateway");
+        }
+        self.next_poll = self.session.as_ref().map(|_| self.clock.now().plus(self.settings.session_poll));
+    }
+
+    fn forget_session(&mut self, reason: &str) {
+        self.platform.save_session(None);
+        self.close_lever_silently();
+        self.session_ended(reason);
+        if self.settings.danger_forget_relock {
+            return;
+        }
+        self.set_state(AgentState::Locked, reason);
+    }
+
+    fn open_captive_portal(&mut self) -> Result<String, String> {
+        let Some((timeout, scope)) = self.settings.captive_portal.clone() else {
+            return Err("the captive-portal lever is off".into());
+        };
+        if self.state == AgentState::Connected {
+            return Ok("not needed: connected".into());
+        }
+        let now = self.clock.now();
+        if self.lever.is_some() {
+            return Err("a lever is already open".into());
+        }
+        if let Some(until) = self.portal_cooldown_until.filter(|u| now < *u) {
+            return Err(format!("refused: the last opening was less than {} ago (until {until})", fmt(timeout)));
+        }
+        let mut policy = self.settings.policy.clone();
+        policy.exceptions.extend(scope.iter().cloned());
+        self.firewall.engage_lockdown(&policy).map_err(|e| e.to_string())?;
+        let until = now.plus(timeout);
+        self.lever = Some((OpenLever::CaptivePortal, until));
+        self.portal_cooldown_until = Some(until.plus(timeout));
+        let scope_text: Vec<String> = scope
+            .iter()
+            .map(|ex| {
+                let to: Vec<String> = ex.remote.iter().map(|r| r.to_string()).collect();
+                format!("{} -> {}", ex.process, to.join(", "))
+            })
+            .collect();
+        self.recorder.record(EventBody::LeverOpened {
+            lever: OpenLever::CaptivePortal.name().into(),
+            scope: scope_text,
+            until_t: self.recorder.trace_time(until),
+        });
+        Ok(format!("opened for {}", fmt(timeout)))
+    }
+
+    fn admin_override(&mut self, code: &str) -> Result<String, String> {
+        let (Some(lever), Some(verifier)) = (self.settings.admin_override.clone(), self.override_codes.as_mut()) else {
+            return Err("administrator overrides are off".into());
+        };
+        let now = self.clock.now();
+        if let Err(e) = verifier.verify(code.trim(), now, false) {
+            self.recorder.record(EventBody::LeverRefused {
+                lever: OpenLever::AdminOverride.name().into(),
+                reason: e.to_string(),
+            });
+            return Err(format!("override code refused: {e}"));
+        }
+        if self.state != AgentState::Connected {
+            self.firewall.lift_lockdown().map_err(|e| e.to_string())?;
+        }
+        let until = now.plus(lever.duration);
+        self.lever = Some((OpenLever::AdminOverride, until));
+        self.recorder.record(EventBody::LeverOpened {
+            lever: OpenLever::AdminOverride.name().into(),
+            scope: vec!["everything".into()],
+            until_t: self.recorder.trace_time(until),
+        });
+        Ok(format!("lockdown lifted for {}", fmt(lever.duration)))
+    }
+
+    /// Ends an open lever: the lockdown comes back unless a session is live.
+    fn close_lever(&mut self, reason: &str) {
+        let Some((lever, _)) = self.lever.take() else { return };
+        self.recorder.record(EventBody::LeverClosed { lever: lever.name().into(), reason: reason.to_string() });
+        if self.state != AgentState::Connected {
+            self.lock(&format!("{} closed ({reason})", lever.name()));
+        }
+    }
+
+    fn close_lever_silently(&mut self) {
+        if let Some((lever, _)) = self.lever.take() {
+            self.recorder
+                .record(EventBody::LeverClosed { lever: lever.name().into(), reason: "lockdown re-engaged".into() });
+        }
+    }
+
+    /// The agent's state as its tray UI sees it (updated on every change).
+    pub fn status(&self) -> tokio::sync::watch::Receiver<AgentState> {
+        self.status.subscribe()
+    }
+
     fn set_state(&mut self, to: AgentState, reason: &str) {
-        if self.state != to || to == AgentState::Locked {
+        self.status.send_replace(to.clone());
+        {
             self.recorder.record(EventBody::AgentState {
                 from: self.state.as_str().to_string(),
                 to: to.as_str().to_string(),
@@ -189,12 +441,27 @@ impl Agent {
     }
 
     fn session_ended(&mut self, reason: &str) {
-        self.session = None;
+        if self.session.take().is_some() {
+            self.platform.save_session(None);
+        }
         self.next_poll = None;
         if self.settings.danger_forget_relock {
             return;
         }
+        self.close_lever_silently();
         self.lock(reason);
+    }
+
+    fn connect(&mut self, token: String, info: DeviceSessionInfo, reason: &str) {
+        if let Err(e) = self.firewall.lift_lockdown() {
+            self.set_state(AgentState::Locked, &format!("could not lift the lockdown: {e}"));
+            return;
+        }
+        self.close_lever_silently();
+        self.platform.save_session(Some(&token));
+        self.session = Some((token, info));
+        self.next_poll = Some(self.clock.now().plus(self.settings.session_poll));
+        self.set_state(AgentState::Connected, reason);
     }
 
     async fn sign_in(&mut self, credentials: Credentials) -> Result<AgentState, String> {
@@ -231,15 +498,11 @@ impl Agent {
         let confirmed = self.query_session(&token).await;
         match confirmed {
             Ok(info) => {
-                if let Err(e) = self.firewall.lift_lockdown() {
-                    let reason = format!("could not lift the lockdown: {e}");
-                    self.set_state(AgentState::Locked, &reason);
-                    return Err(reason);
+                self.connect(token, info, "device session confirmed by the gateway");
+                match self.state {
+                    AgentState::Connected => Ok(AgentState::Connected),
+                    _ => Err("could not lift the lockdown".into()),
                 }
-                self.session = Some((token, info));
-                self.next_poll = Some(self.clock.now().plus(self.settings.session_poll));
-                self.set_state(AgentState::Connected, "device session confirmed by the gateway");
-                Ok(AgentState::Connected)
             }
             Err(e) => {
                 let e = e.to_string();
@@ -318,6 +581,10 @@ enum SessionQueryError {
     /// The gateway could not be asked.
     #[error("gateway unreachable: {0}")]
     Unreachable(String),
+}
+
+fn fmt(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(millis(d))).to_string()
 }
 
 async fn sleep_opt(d: Option<Duration>) {

@@ -317,6 +317,23 @@ pub struct WebConfig {
     pub http_port: u16,
     /// Port of its long-lived stream (echo) service.
     pub stream_port: u16,
+    /// Other hosts that run the same site (a LAN printer, an IPv6 site, a DNS resolver).
+    #[serde(default)]
+    pub also: Vec<WebMirror>,
+}
+
+/// Another host running the public site.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebMirror {
+    /// Host it runs on.
+    pub host: String,
+    /// HTTP port (default: the site's).
+    #[serde(default)]
+    pub http_port: Option<u16>,
+    /// Port of its stream (echo) service (default: the site's).
+    #[serde(default)]
+    pub stream_port: Option<u16>,
 }
 
 /// The attacker's host.
@@ -337,8 +354,63 @@ pub struct DeviceConfig {
     pub id: String,
     /// The Windows user who signs in at the console.
     pub interactive_user: String,
+    /// Its IPv6 address, if it has one.
+    #[serde(default)]
+    pub ipv6: Option<IpAddr>,
     /// Applications installed on the device.
     pub processes: Vec<ProcessConfig>,
+    /// How long each stage of a Windows boot takes.
+    #[serde(default)]
+    pub boot: BootConfig,
+}
+
+/// The stages of a simulated Windows boot: TCP/IP comes up (boot-time filters),
+/// then BFE (persistent filters), then services (the agent), then the user's logon.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// From TCP/IP start until BFE has initialized.
+    #[serde(with = "humantime_serde", default = "default_bfe_start")]
+    pub bfe_start: Duration,
+    /// From BFE start until the automatic services (the agent) start.
+    #[serde(with = "humantime_serde", default = "default_services")]
+    pub services: Duration,
+    /// From the services' start until the interactive user has logged on.
+    #[serde(with = "humantime_serde", default = "default_logon")]
+    pub logon: Duration,
+}
+
+fn default_bfe_start() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_services() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_logon() -> Duration {
+    Duration::from_secs(3)
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig { bfe_start: default_bfe_start(), services: default_services(), logon: default_logon() }
+    }
+}
+
+/// When a device process starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartStage {
+    /// Early in boot, before BFE (a boot-start driver's or the network stack's helper).
+    Boot,
+    /// With the automatic services, after BFE (like the agent).
+    Service,
+    /// At the interactive user's logon.
+    #[default]
+    Logon,
+    /// Only when a scenario starts it.
+    Manual,
 }
 
 /// An application on the device.
@@ -351,6 +423,15 @@ pub struct ProcessConfig {
     pub image: String,
     /// Account it runs as (`SYSTEM` or a user name).
     pub user: String,
+    /// When it starts.
+    #[serde(default)]
+    pub start: StartStage,
+    /// The Windows service it runs as, if any (its token then holds the service SID).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// URLs it fetches once as soon as it starts (an updater's check, a sync client's login).
+    #[serde(default)]
+    pub on_start: Vec<String>,
 }
 
 /// How the agent's firewall objects live.
@@ -388,6 +469,39 @@ pub struct AgentConfig {
     /// Deliberately broken: never re-engage the lockdown after sign-in.
     #[serde(default)]
     pub danger_forget_relock: bool,
+    /// Name of the agent's Windows service (its service SID scopes the exceptions).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Besides persistent filters, install a boot-time copy of the lockdown that acts
+    /// from TCP/IP start until BFE has started (only with `filter_lifetime = "persistent"`).
+    #[serde(default = "yes")]
+    pub boot_time_filters: bool,
+    /// Service recovery: the service manager restarts the agent this long after it
+    /// dies ("0s": never).
+    #[serde(with = "humantime_serde", default = "default_restart_delay")]
+    pub restart_delay: Duration,
+    /// How long an upgrade leaves the device without a running agent.
+    #[serde(with = "humantime_serde", default = "default_upgrade_gap")]
+    pub upgrade_gap: Duration,
+    /// Deliberately broken: install the lockdown for IPv4 only.
+    #[serde(default)]
+    pub danger_ipv4_only: bool,
+}
+
+fn default_service_name() -> String {
+    "LockstepAgent".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_restart_delay() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_upgrade_gap() -> Duration {
+    Duration::from_secs(3)
 }
 
 /// The firewall model.
@@ -405,8 +519,42 @@ pub struct FirewallConfig {
 pub struct LockdownConfig {
     /// Whether loopback traffic stays allowed while locked.
     pub allow_loopback: bool,
+    /// Whether private (RFC 1918, RFC 4193) and link-local destinations stay reachable
+    /// while locked (the documented "LAN" setting; DNS to them stays blocked).
+    #[serde(default)]
+    pub allow_lan: bool,
+    /// Whether DHCP (v4 and v6) stays allowed while locked, so the device keeps its address.
+    #[serde(default = "yes")]
+    pub allow_dhcp: bool,
+    /// Captive-portal opening: when a portal is detected, the browser may reach any
+    /// host on ports 80 and 443 for this long ("0s": the lever is off).
+    #[serde(with = "humantime_serde", default)]
+    pub captive_portal: Duration,
+    /// Administrator override codes (a time-boxed bypass), if enabled.
+    #[serde(default)]
+    pub admin_override: Option<AdminOverrideConfig>,
     /// Process-specific exceptions.
     pub allow: Vec<LockdownException>,
+}
+
+/// Administrator override codes: an administrator reads the device's current code
+/// (TOTP over `secret`, one per `code_step`) and gives it to the user, whose agent then
+/// lifts the lockdown for `duration`. Each code works once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminOverrideConfig {
+    /// Shared secret (base32) between the administrator's console and the agent.
+    pub secret: String,
+    /// How long an accepted code lifts the lockdown.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// How long one code stays valid.
+    #[serde(with = "humantime_serde", default = "default_override_step")]
+    pub code_step: Duration,
+}
+
+fn default_override_step() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// One process-specific exception of the lockdown.
@@ -417,6 +565,9 @@ pub struct LockdownException {
     pub process: String,
     /// Destinations as `name:port`.
     pub to: Vec<String>,
+    /// Require the process's token to hold this service's SID, besides its image path.
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 /// The oracle's tolerances.
@@ -435,6 +586,12 @@ pub struct OracleConfig {
 pub const AGENT_PROCESS: &str = "lockstep-agent";
 /// Lab name of the sign-in window process.
 pub const AUTH_PROCESS: &str = "lockstep-auth";
+/// The program a captive-portal opening lets through.
+pub const PORTAL_BROWSER: &str = "browser";
+/// Lab name of Windows' DHCP client (it sends the device's DHCP requests).
+pub const DHCP_PROCESS: &str = "dhcp-client";
+/// Image of the DHCP client's service host.
+pub const DHCP_IMAGE: &str = r"C:\Windows\System32\svchost.exe";
 
 impl LabConfig {
     /// Parses and validates a lab file.

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use indexmap::IndexMap;
 
-use super::{AGENT_PROCESS, AUTH_PROCESS, LabConfig};
+use super::{AGENT_PROCESS, AUTH_PROCESS, DHCP_IMAGE, DHCP_PROCESS, LabConfig, StartStage};
 use crate::net::{Directory, UnixMillis};
 use crate::policy::{parse_aaguid, validate_setting};
 use crate::trace::{AllowRule, EnforcementSpec, MfaSpec};
@@ -53,6 +53,12 @@ pub struct DeviceProcess {
     pub app_id: AppId,
     /// Account.
     pub user: String,
+    /// When it starts.
+    pub start: StartStage,
+    /// The service it runs as (its token holds the service SID).
+    pub service: Option<String>,
+    /// URLs it fetches as soon as it starts.
+    pub on_start: Vec<url::Url>,
 }
 
 /// What a valid lab resolves to.
@@ -114,6 +120,9 @@ impl LabConfig {
             claim(&origin.host, &["origins", app, "host"])?;
         }
         claim(&self.web.host, &["web", "host"])?;
+        for (i, m) in self.web.also.iter().enumerate() {
+            claim(&m.host, &["web", "also", &i.to_string(), "host"])?;
+        }
         claim(&self.attacker.host, &["attacker", "host"])?;
         claim(&self.device.host, &["device", "host"])?;
 
@@ -165,15 +174,32 @@ impl LabConfig {
         self.validate_mfa()?;
 
         let mut processes = IndexMap::new();
-        let agent_images = [
-            (AGENT_PROCESS, &self.agent.service_image, "SYSTEM", &["agent", "service_image"][..]),
-            (AUTH_PROCESS, &self.agent.auth_image, self.device.interactive_user.as_str(), &["agent", "auth_image"][..]),
+        let service = Some(self.agent.service_name.clone());
+        let system = [
+            // The agent service, and its sign-in window (started by the service with a token
+            // that carries the service's SID).
+            (AGENT_PROCESS, self.agent.service_image.as_str(), "SYSTEM", StartStage::Service, service.clone()),
+            (AUTH_PROCESS, &self.agent.auth_image, &self.device.interactive_user, StartStage::Manual, service),
+            // Windows' DHCP client (a service hosted in svchost).
+            (DHCP_PROCESS, DHCP_IMAGE, "LOCAL SERVICE", StartStage::Manual, Some("Dhcp".to_string())),
         ];
-        for (name, image, user, path) in agent_images {
+        for (name, image, user, start, service) in system {
+            let path: &[&str] = match name {
+                AGENT_PROCESS => &["agent", "service_image"],
+                _ => &["agent", "auth_image"],
+            };
             let app_id = AppId::from_image_path(image).map_err(|e| err(path, e.to_string()))?;
             processes.insert(
                 name.to_string(),
-                DeviceProcess { name: name.to_string(), image: image.clone(), app_id, user: user.to_string() },
+                DeviceProcess {
+                    name: name.to_string(),
+                    image: image.to_string(),
+                    app_id,
+                    user: user.to_string(),
+                    start,
+                    service,
+                    on_start: Vec::new(),
+                },
             );
         }
         for (i, p) in self.device.processes.iter().enumerate() {
@@ -183,10 +209,32 @@ impl LabConfig {
             if processes.contains_key(&p.name) {
                 return Err(err(&["device", "processes", &idx, "name"], format!("process name `{}` is taken", p.name)));
             }
+            let mut on_start = Vec::new();
+            for (j, u) in p.on_start.iter().enumerate() {
+                let url = url::Url::parse(u)
+                    .map_err(|e| err(&["device", "processes", &idx, "on_start", &j.to_string()], e.to_string()))?;
+                on_start.push(url);
+            }
             processes.insert(
                 p.name.clone(),
-                DeviceProcess { name: p.name.clone(), image: p.image.clone(), app_id, user: p.user.clone() },
+                DeviceProcess {
+                    name: p.name.clone(),
+                    image: p.image.clone(),
+                    app_id,
+                    user: p.user.clone(),
+                    start: p.start,
+                    service: p.service.clone(),
+                    on_start,
+                },
             );
+        }
+
+        if let Some(o) = &self.lockdown.admin_override {
+            crate::totp::decode_base32(&o.secret)
+                .map_err(|e| err(&["lockdown", "admin_override", "secret"], e.to_string()))?;
+            if o.duration.is_zero() || o.code_step.as_secs() == 0 {
+                return Err(err(&["lockdown", "admin_override"], "duration and code_step must be positive"));
+            }
         }
 
         let mut allow = Vec::new();
@@ -202,7 +250,12 @@ impl LabConfig {
                     .map_err(|e| err(&["lockdown", "allow", &idx, "to", &j.to_string()], e))?;
                 remote.push(addr);
             }
-            allow.push(AllowRule { process: ex.process.clone(), app_id: process.app_id.to_string(), remote });
+            allow.push(AllowRule {
+                process: ex.process.clone(),
+                app_id: process.app_id.to_string(),
+                remote,
+                service: ex.service.clone(),
+            });
         }
 
         let lockdown = EnforcementSpec {
@@ -210,6 +263,12 @@ impl LabConfig {
             device_id: self.device.id.clone(),
             allow,
             allow_loopback: self.lockdown.allow_loopback,
+            allow_lan: self.lockdown.allow_lan,
+            allow_dhcp: self.lockdown.allow_dhcp,
+            interactive_user: self.device.interactive_user.clone(),
+            captive_portal_ms: crate::net::millis(self.lockdown.captive_portal),
+            captive_portal_process: super::PORTAL_BROWSER.to_string(),
+            admin_override_ms: self.lockdown.admin_override.as_ref().map_or(0, |o| crate::net::millis(o.duration)),
             expiry_grace_ms: crate::net::millis(self.oracle.expiry_grace),
             revocation_grace_ms: crate::net::millis(self.oracle.revocation_grace),
             mfa: MfaSpec {

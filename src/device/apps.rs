@@ -38,6 +38,11 @@ pub enum AppAction {
     },
     /// The cookies of this profile that apply to `url`, expired included.
     ExportCookies,
+    /// Ask the agent's service for its state over its loopback channel.
+    AskAgent {
+        /// The agent's loopback address.
+        to: SocketAddr,
+    },
 }
 
 /// What came of an [`AppAction`].
@@ -71,6 +76,15 @@ pub async fn run(
                     let (read, write) = tokio::io::split(stream);
                     streams.insert(name, (BufReader::new(read).lines(), write));
                     Ok("open".to_string())
+                }
+                Err(e) => Err(FetchError::from_io(&e)),
+            }),
+            AppAction::AskAgent { to } => AppResult::Stream(match net.connect(to).await {
+                Ok(stream) => {
+                    let (read, write) = tokio::io::split(stream);
+                    let mut lines = BufReader::new(read).lines();
+                    let mut write = write;
+                    exchange(&mut lines, &mut write, "status").await
                 }
                 Err(e) => Err(FetchError::from_io(&e)),
             }),

@@ -27,7 +27,8 @@ impl Network for ProcessNet {
     fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
         Box::pin(async move {
             let local = SocketAddr::new(self.os.local_ip_for(addr.ip()), 0);
-            let flow = self.os.authorize(self.pid, crate::wfp::Direction::Outbound, local, addr)?;
+            let flow =
+                self.os.authorize(self.pid, crate::wfp::Direction::Outbound, crate::wfp::Protocol::Tcp, local, addr)?;
             match self.os.raw_net().connect(addr).await {
                 Ok(stream) => {
                     Ok(Box::pin(FlowStream { inner: stream, os: self.os.clone(), flow, dead: false }) as BoxStream)
@@ -66,7 +67,13 @@ impl Listener for ProcessListener {
                 } else {
                     local
                 };
-                match self.os.authorize(self.pid, crate::wfp::Direction::Inbound, local, peer) {
+                match self.os.authorize(
+                    self.pid,
+                    crate::wfp::Direction::Inbound,
+                    crate::wfp::Protocol::Tcp,
+                    local,
+                    peer,
+                ) {
                     Ok(flow) => {
                         let stream = FlowStream { inner: stream, os: self.os.clone(), flow, dead: false };
                         return Ok((Box::pin(stream) as BoxStream, peer));

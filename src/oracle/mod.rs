@@ -10,6 +10,15 @@
 //!   flow, unless its process and destination are in the lockdown
 //!   allow-list (or it is loopback and loopback is allowed). A session's
 //!   end is tolerated for `expiry_grace` / `revocation_grace`.
+//! * **E3 (no lapse during faults and transitions)**: from the moment the
+//!   device reports a fault or transition (power-on, agent stopped, BFE
+//!   stopped, upgrade, sleep, resume, network change, user switch,
+//!   organization change) until the agent next reports its state, no flow
+//!   outside the allow-list is permitted and no data passes on one unless
+//!   the user now at the console holds a live device session (no grace).
+//!   Levers (captive portal, administrator override) count as allowed only
+//!   within the bound the configuration gives them; an opening beyond its
+//!   bound, or of a lever that is off, is itself an E3 violation.
 //! * **E4 (no forwarding without a session)**: every request the gateway
 //!   forwards, and every request an origin serves, carries a session that
 //!   is issued, unexpired and unrevoked at that instant (no grace).
@@ -17,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::trace::{EnforcementSpec, Event, EventBody, GatewayVerdict, Trace, Verdict, format_offset};
 
@@ -85,13 +94,29 @@ impl SessionLife {
 struct FlowInfo {
     process: String,
     app_id: String,
+    protocol: String,
+    local: SocketAddr,
     remote: SocketAddr,
+}
+
+/// A fault or transition in progress (E3).
+#[derive(Clone, Debug)]
+struct Window {
+    kind: String,
+    began: u64,
+}
+
+/// A lever open on purpose, clipped to its configured bound.
+#[derive(Clone, Debug)]
+struct OpenLever {
+    name: String,
+    until: u64,
 }
 
 /// Checks every invariant over `trace`.
 pub fn check(trace: &Trace) -> Vec<Violation> {
     let Some(spec) = trace.events.iter().find_map(|e| match &e.body {
-        EventBody::RunStarted { spec, .. } => Some(spec.clone()),
+        EventBody::RunStarted { spec, .. } => Some(spec.as_ref().clone()),
         _ => None,
     }) else {
         return vec![Violation {
@@ -103,10 +128,14 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
         }];
     };
     let mut oracle = Oracle {
+        interactive_user: spec.interactive_user.clone(),
         spec,
         sessions: BTreeMap::new(),
         flows: BTreeMap::new(),
         reported_flows: BTreeSet::new(),
+        reported_e3: BTreeSet::new(),
+        windows: Vec::new(),
+        levers: Vec::new(),
         violations: Vec::new(),
         mfa: mfa::MfaMemory::default(),
     };
@@ -121,6 +150,10 @@ struct Oracle {
     sessions: BTreeMap<String, SessionLife>,
     flows: BTreeMap<u64, FlowInfo>,
     reported_flows: BTreeSet<u64>,
+    reported_e3: BTreeSet<u64>,
+    windows: Vec<Window>,
+    levers: Vec<OpenLever>,
+    interactive_user: String,
     violations: Vec<Violation>,
     mfa: mfa::MfaMemory,
 }
@@ -159,16 +192,70 @@ impl Oracle {
                     s.revoked = Some(e.t);
                 }
             }
-            EventBody::FlowDecision { flow, process, app_id, remote, verdict: Verdict::Permit, reauth, .. }
-                if e.host == self.spec.device_host =>
-            {
-                let info = FlowInfo { process: process.clone(), app_id: app_id.clone(), remote: *remote };
+            EventBody::FlowDecision {
+                flow,
+                process,
+                app_id,
+                protocol,
+                local,
+                remote,
+                verdict: Verdict::Permit,
+                reauth,
+                ..
+            } if e.host == self.spec.device_host => {
+                let info = FlowInfo {
+                    process: process.clone(),
+                    app_id: app_id.clone(),
+                    protocol: protocol.clone(),
+                    local: *local,
+                    remote: *remote,
+                };
                 if let Some(f) = flow {
                     self.flows.insert(*f, info.clone());
                 }
                 let what = if *reauth { "re-authorized" } else { "permitted" };
                 let flow_text = flow.map(|f| format!("flow {f}")).unwrap_or_else(|| "a flow".into());
                 self.check_e1(e, &info, &format!("{flow_text} {what}"), *flow);
+                self.check_e3(e, &info, &format!("{flow_text} {what}"), *flow);
+            }
+            EventBody::TransitionBegan { kind, user, .. } if e.host == self.spec.device_host => {
+                if let Some(u) = user {
+                    self.interactive_user = u.clone();
+                }
+                self.windows.push(Window { kind: kind.clone(), began: e.t });
+            }
+            EventBody::AgentState { reason, .. }
+                if e.host == self.spec.device_host && !reason.contains("NOT applied") =>
+            {
+                self.windows.clear();
+            }
+            EventBody::LeverOpened { lever, until_t, .. } if e.host == self.spec.device_host => {
+                let bound = match lever.as_str() {
+                    "captive_portal" => self.spec.captive_portal_ms,
+                    "admin_override" => self.spec.admin_override_ms,
+                    _ => 0,
+                };
+                let asked = until_t.saturating_sub(e.t);
+                if bound == 0 {
+                    self.violation("E3", e, format!("lever {lever} opened, but the configuration has it off"));
+                } else if asked > bound {
+                    self.violation(
+                        "E3",
+                        e,
+                        format!(
+                            "lever {lever} opened for {}, beyond its configured bound of {}",
+                            format_offset(asked),
+                            format_offset(bound)
+                        ),
+                    );
+                }
+                if bound > 0 {
+                    self.levers.retain(|l| &l.name != lever);
+                    self.levers.push(OpenLever { name: lever.clone(), until: e.t + asked.min(bound) });
+                }
+            }
+            EventBody::LeverClosed { lever, .. } if e.host == self.spec.device_host => {
+                self.levers.retain(|l| &l.name != lever);
             }
             EventBody::FlowData { flow, bytes, direction } if e.host == self.spec.device_host => {
                 if let Some(info) = self.flows.get(flow).cloned() {
@@ -180,6 +267,7 @@ impl Oracle {
                         }
                     );
                     self.check_e1(e, &info, &what, Some(*flow));
+                    self.check_e3(e, &info, &what, Some(*flow));
                 }
             }
             EventBody::GatewayDecision { verdict: GatewayVerdict::Forward, app, sid, user, device, mfa, .. } => {
@@ -212,13 +300,69 @@ impl Oracle {
         }
     }
 
-    fn allowed(&self, info: &FlowInfo) -> bool {
-        (self.spec.allow_loopback && info.remote.ip().is_loopback())
-            || self.spec.allow.iter().any(|r| r.app_id == info.app_id && r.remote.contains(&info.remote))
+    /// Whether the lockdown lets this flow through at `t`: its allow-list (the
+    /// process by its lab identity, image and destination), loopback, the LAN and
+    /// DHCP settings, and levers open within their bounds.
+    fn allowed(&self, info: &FlowInfo, t: u64) -> bool {
+        let ip = info.remote.ip();
+        let port = info.remote.port();
+        let tcp = info.protocol == "tcp";
+        let lan = match ip {
+            IpAddr::V4(a) => a.is_private() || a.is_link_local(),
+            IpAddr::V6(a) => a.is_unique_local() || a.is_unicast_link_local(),
+        };
+        let dhcp = info.protocol == "udp"
+            && ((info.local.port() == 68 && port == 67) || (info.local.port() == 546 && port == 547));
+        let lever = self.levers.iter().filter(|l| t < l.until).any(|l| match l.name.as_str() {
+            "admin_override" => true,
+            "captive_portal" => tcp && info.process == self.spec.captive_portal_process && matches!(port, 80 | 443),
+            _ => false,
+        });
+        (self.spec.allow_loopback && ip.is_loopback())
+            || self
+                .spec
+                .allow
+                .iter()
+                .any(|r| r.process == info.process && r.app_id == info.app_id && tcp && r.remote.contains(&info.remote))
+            || (self.spec.allow_lan && lan && port != 53)
+            || (self.spec.allow_dhcp && dhcp)
+            || lever
+    }
+
+    /// Whether the Windows user at the console holds a live session of this device at `t`.
+    fn console_user_live(&self, t: u64) -> bool {
+        self.sessions.values().any(|s| {
+            s.device.as_deref() == Some(self.spec.device_id.as_str())
+                && s.user == self.interactive_user
+                && s.live_at(t, 0, 0)
+        })
+    }
+
+    fn check_e3(&mut self, e: &Event, info: &FlowInfo, what: &str, flow: Option<u64>) {
+        let Some(window) = self.windows.first().cloned() else { return };
+        if self.allowed(info, e.t) || self.console_user_live(e.t) {
+            return;
+        }
+        if let Some(f) = flow
+            && !self.reported_e3.insert(f)
+        {
+            return;
+        }
+        let message = format!(
+            "{what}: {} ({}) -> {} during {} (since {}), while {} holds no live session of this device; \
+             this process and destination are not in the lockdown allow-list",
+            info.process,
+            info.app_id,
+            info.remote,
+            window.kind.replace('_', " "),
+            format_offset(window.began),
+            self.interactive_user
+        );
+        self.violation("E3", e, message);
     }
 
     fn check_e1(&mut self, e: &Event, info: &FlowInfo, what: &str, flow: Option<u64>) {
-        if self.allowed(info) {
+        if self.allowed(info, e.t) {
             return;
         }
         let Some(why) = self.device_unauthenticated(e.t) else { return };

@@ -31,19 +31,21 @@ impl Builder {
                 seed: 1,
                 epoch: UnixMillis(0),
                 lab: "default".into(),
-                spec: EnforcementSpec {
+                spec: Box::new(EnforcementSpec {
                     device_host: "device".into(),
                     device_id: "dev-1".into(),
                     allow: vec![AllowRule {
                         process: "lockstep-auth".into(),
                         app_id: AUTH.into(),
                         remote: vec![idp()],
+                        service: None,
                     }],
                     allow_loopback: true,
+                    interactive_user: "alice".into(),
                     expiry_grace_ms,
                     revocation_grace_ms,
-                    mfa: Default::default(),
-                },
+                    ..Default::default()
+                }),
             },
         );
         b
@@ -70,6 +72,15 @@ impl Builder {
     }
 
     fn flow(&mut self, t: u64, flow: u64, app_id: &str, remote: SocketAddr) -> &mut Self {
+        let process = match app_id {
+            AUTH => "lockstep-auth",
+            BROWSER => "browser",
+            _ => "p",
+        };
+        self.flow_of(t, flow, process, app_id, remote)
+    }
+
+    fn flow_of(&mut self, t: u64, flow: u64, process: &str, app_id: &str, remote: SocketAddr) -> &mut Self {
         self.push(
             t,
             "device",
@@ -77,7 +88,7 @@ impl Builder {
                 flow: Some(flow),
                 layer: "FWPM_LAYER_ALE_AUTH_CONNECT_V4".into(),
                 pid: 4,
-                process: "p".into(),
+                process: process.into(),
                 app_id: app_id.into(),
                 user: "alice".into(),
                 protocol: "tcp".into(),
@@ -317,4 +328,79 @@ fn e7_spares_backup_eligible_credentials_and_zero_counters_but_not_reused_totp()
     let v = b.check();
     assert_eq!(ids(&v), vec![("E7".into(), 6)], "{v:#?}");
     assert!(v[0].message.contains("accepted twice"));
+}
+
+fn transition(b: &mut Builder, t: u64, kind: &str, user: Option<&str>) {
+    b.push(
+        t,
+        "device",
+        EventBody::TransitionBegan { kind: kind.into(), detail: String::new(), user: user.map(str::to_string) },
+    );
+}
+
+fn agent_state(b: &mut Builder, t: u64, reason: &str) {
+    b.push(t, "device", EventBody::AgentState { from: "locked".into(), to: "locked".into(), reason: reason.into() });
+}
+
+#[test]
+fn e3_covers_faults_until_the_agent_reports_again() {
+    let mut b = Builder::new(0, 0);
+    transition(&mut b, 0, "boot", None);
+    b.flow(1, 1, BROWSER, web()); // seq 2: during boot -> E1 and E3
+    agent_state(&mut b, 5, "lockdown NOT applied: engine busy"); // does not close the window
+    b.flow(6, 2, BROWSER, web()); // seq 4: still inside
+    agent_state(&mut b, 7, "service started"); // closes it
+    b.flow(8, 3, BROWSER, web()); // seq 6: E1 only
+    b.flow(9, 4, AUTH, idp()); // allowed: nothing
+    let v = b.check();
+    let want: Vec<(String, u64)> =
+        [("E1", 2), ("E3", 2), ("E1", 4), ("E3", 4), ("E1", 6)].iter().map(|(i, s)| (i.to_string(), *s)).collect();
+    assert_eq!(ids(&v), want, "{v:#?}");
+    assert!(v[1].message.contains("during boot (since +00:00:00.000)"), "{}", v[1].message);
+}
+
+#[test]
+fn e3_follows_the_user_at_the_console() {
+    let mut b = Builder::new(0, 0);
+    b.session(0, "s1", Some("dev-1"), 1_000_000); // alice's device session, live
+    b.flow(10, 1, BROWSER, web()); // alice's session covers it
+    transition(&mut b, 20, "user_switch", Some("bob"));
+    b.flow(21, 2, BROWSER, web()); // seq 4: bob at the console, no session of his -> E3 (not E1)
+    b.data(22, 2); // same flow: reported once
+    agent_state(&mut b, 23, "Windows user switched to bob");
+    b.flow(24, 3, BROWSER, web()); // window closed; alice's session still live -> nothing
+    let v = b.check();
+    assert_eq!(ids(&v), vec![("E3".into(), 4)], "{v:#?}");
+    assert!(v[0].message.contains("while bob holds no live session"), "{}", v[0].message);
+}
+
+#[test]
+fn the_allow_list_is_checked_by_process_identity_not_image_alone() {
+    let mut b = Builder::new(0, 0);
+    b.flow_of(10, 1, "auth-lookalike", AUTH, idp()); // same image and destination, another program
+    b.flow_of(11, 2, "lockstep-auth", AUTH, idp());
+    let v = b.check();
+    assert_eq!(ids(&v), vec![("E1".into(), 1)], "{v:#?}");
+}
+
+#[test]
+fn levers_count_only_within_their_configured_bound() {
+    let mut b = Builder::new(0, 0);
+    if let EventBody::RunStarted { spec, .. } = &mut b.events[0].body {
+        spec.captive_portal_ms = 1_000;
+        spec.captive_portal_process = "browser".into();
+    }
+    let lever = |lever: &str, until_t: u64| EventBody::LeverOpened { lever: lever.into(), scope: vec![], until_t };
+    b.push(100, "device", lever("captive_portal", 5_100)); // seq 1: asks 5 s, bound 1 s -> E3
+    b.flow(200, 1, BROWSER, web()); // inside the bound: allowed
+    b.flow_of(300, 2, "p", BROWSER, web()); // another program: E1
+    b.flow(1_200, 3, BROWSER, web()); // seq 4: past the bound (clipped): E1
+    b.push(1_300, "device", lever("admin_override", 2_000)); // seq 5: off in the configuration -> E3
+    b.flow(1_400, 4, BROWSER, web()); // seq 6: an override that is off allows nothing -> E1
+    let v = b.check();
+    let want: Vec<(String, u64)> =
+        [("E3", 1), ("E1", 3), ("E1", 4), ("E3", 5), ("E1", 6)].iter().map(|(i, s)| (i.to_string(), *s)).collect();
+    assert_eq!(ids(&v), want, "{v:#?}");
+    assert!(v[0].message.contains("beyond its configured bound"), "{}", v[0].message);
+    assert!(v[3].message.contains("has it off"), "{}", v[3].message);
 }

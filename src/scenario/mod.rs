@@ -35,6 +35,22 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("mfa-session-expiry", include_str!("../../scenarios/mfa-session-expiry.toml")),
     ("aaguid-allow-list", include_str!("../../scenarios/aaguid-allow-list.toml")),
     ("totp-clock-skew", include_str!("../../scenarios/totp-clock-skew.toml")),
+    ("agent-crash", include_str!("../../scenarios/agent-crash.toml")),
+    ("agent-upgrade", include_str!("../../scenarios/agent-upgrade.toml")),
+    ("bfe-restart", include_str!("../../scenarios/bfe-restart.toml")),
+    ("reboot-race", include_str!("../../scenarios/reboot-race.toml")),
+    ("reboot-race-static-filters", include_str!("../../scenarios/reboot-race-static-filters.toml")),
+    ("dynamic-session-fail-open", include_str!("../../scenarios/dynamic-session-fail-open.toml")),
+    ("dns-leak-existing-socket", include_str!("../../scenarios/dns-leak-existing-socket.toml")),
+    ("ipv6-parity", include_str!("../../scenarios/ipv6-parity.toml")),
+    ("ipv6-parity-broken", include_str!("../../scenarios/ipv6-parity-broken.toml")),
+    ("loopback-ui-channel", include_str!("../../scenarios/loopback-ui-channel.toml")),
+    ("captive-portal-spoof", include_str!("../../scenarios/captive-portal-spoof.toml")),
+    ("rfc1918-setting", include_str!("../../scenarios/rfc1918-setting.toml")),
+    ("co-resident-app-leak", include_str!("../../scenarios/co-resident-app-leak.toml")),
+    ("multi-user-switch", include_str!("../../scenarios/multi-user-switch.toml")),
+    ("sleep-resume", include_str!("../../scenarios/sleep-resume.toml")),
+    ("admin-override", include_str!("../../scenarios/admin-override.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.
@@ -192,6 +208,22 @@ pub enum Action {
         /// Lab name of the process (the agent's own included).
         process: String,
     },
+    /// Restart the device.
+    Reboot,
+    /// Start a program of the device.
+    Start {
+        /// Lab name of the program.
+        process: String,
+    },
+    /// Something happens to the device (BFE, upgrade, sleep, network, user, levers).
+    Os(crate::device::OsEvent),
+    /// Administrator override with the code the console shows now.
+    AdminOverrideNow,
+    /// The agent's tray UI asks its service for its state over loopback.
+    UiStatus {
+        /// The UI's lab process name.
+        process: String,
+    },
 }
 
 impl Action {
@@ -238,6 +270,25 @@ impl Action {
             Action::Revoke { user } => format!("administrator revokes {user}'s sessions"),
             Action::CheckAgent => "check the agent's state".into(),
             Action::Kill { process } => format!("kill {process}"),
+            Action::Reboot => "reboot the device".into(),
+            Action::Start { process } => format!("start {process}"),
+            Action::Os(event) => {
+                use crate::device::OsEvent::*;
+                match event {
+                    StopBfe => "stop BFE".into(),
+                    StartBfe => "start BFE".into(),
+                    UpgradeAgent => "upgrade the agent".into(),
+                    Sleep => "the device sleeps".into(),
+                    Resume => "the device resumes".into(),
+                    NetworkChange => "the network changes (new interface)".into(),
+                    SwitchUser(u) => format!("Windows user switches to {u}"),
+                    ChangeOrg(o) => format!("the device moves to organization {o}"),
+                    CaptivePortal => "the network presents a captive portal".into(),
+                    AdminOverride(code) => format!("the user types override code {code}"),
+                }
+            }
+            Action::AdminOverrideNow => "the user types the administrator's current override code".into(),
+            Action::UiStatus { process } => format!("{process} asks the agent for its state over loopback"),
         }
     }
 }

@@ -11,12 +11,13 @@ use url::Url;
 use super::{Action, Client, Expectation, MfaUse, Scenario, Step};
 use crate::authenticator::AuthenticatorProfile;
 use crate::config::{AGENT_PROCESS, AUTH_PROCESS, DEFAULT_LAB_NAME, LabConfig, Resolved};
+use crate::device::OsEvent;
 use crate::http::Credentials;
 use crate::input::{InputError, Source, line_col};
 use crate::policy::FactorKind;
 
 /// Invariants a scenario may declare it expects to see violated.
-pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E4", "E5", "E7"];
+pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E3", "E4", "E5", "E7"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +77,8 @@ struct RawStep {
     replay_last_code: Option<Spanned<bool>>,
     authenticator: Option<Spanned<String>>,
     fresh_profile: Option<Spanned<bool>>,
+    org: Option<Spanned<String>>,
+    code: Option<Spanned<String>>,
 }
 
 impl RawStep {
@@ -108,6 +111,8 @@ impl RawStep {
         add("replay_last_code", self.replay_last_code.as_ref().map(Spanned::span));
         add("authenticator", self.authenticator.as_ref().map(Spanned::span));
         add("fresh_profile", self.fresh_profile.as_ref().map(Spanned::span));
+        add("org", self.org.as_ref().map(Spanned::span));
+        add("code", self.code.as_ref().map(Spanned::span));
         v
     }
 }
@@ -143,7 +148,23 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("revoke", &["user"]),
     ("check_agent", &[]),
     ("kill", &["process"]),
+    ("reboot", &[]),
+    ("start", &["process"]),
+    ("stop_bfe", &[]),
+    ("start_bfe", &[]),
+    ("upgrade_agent", &[]),
+    ("sleep", &[]),
+    ("resume", &[]),
+    ("network_change", &[]),
+    ("switch_user", &["user"]),
+    ("change_org", &["org"]),
+    ("captive_portal", &[]),
+    ("admin_override", &["code"]),
+    ("ui_status", &["process"]),
 ];
+
+/// The lab process name of the agent's tray UI (the default for `ui_status`).
+pub const UI_PROCESS: &str = "lockstep-ui";
 
 struct Ctx<'a> {
     source: &'a Source,
@@ -154,6 +175,18 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A program of the device, by lab name.
+    fn program(&self, p: &Spanned<String>) -> Result<String, InputError> {
+        if !self.resolved.processes.contains_key(p.get_ref()) {
+            let all: Vec<&str> = self.resolved.processes.keys().map(String::as_str).collect();
+            return Err(self.err(
+                p.span(),
+                format!("`{}` is not a program of the device (there are: {})", p.get_ref(), all.join(", ")),
+            ));
+        }
+        Ok(p.get_ref().clone())
+    }
+
     fn err(&self, span: Range<usize>, message: impl Into<String>) -> InputError {
         self.source.error(Some(span), message)
     }
@@ -380,17 +413,34 @@ fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
     Ok(match a.get_ref().as_str() {
         "boot" => Action::Boot,
         "check_agent" => Action::CheckAgent,
-        "kill" => {
-            let p = required(&s.process, "process", a, ctx)?;
-            if !ctx.resolved.processes.contains_key(p.get_ref()) {
-                let all: Vec<&str> = ctx.resolved.processes.keys().map(String::as_str).collect();
+        "kill" => Action::Kill { process: ctx.program(required(&s.process, "process", a, ctx)?)? },
+        "start" => Action::Start { process: ctx.program(required(&s.process, "process", a, ctx)?)? },
+        "ui_status" => Action::UiStatus {
+            process: match &s.process {
+                Some(p) => ctx.program(p)?,
+                None => ctx.program(&Spanned::new(a.span(), UI_PROCESS.to_string()))?,
+            },
+        },
+        "reboot" => Action::Reboot,
+        "stop_bfe" => Action::Os(OsEvent::StopBfe),
+        "start_bfe" => Action::Os(OsEvent::StartBfe),
+        "upgrade_agent" => Action::Os(OsEvent::UpgradeAgent),
+        "sleep" => Action::Os(OsEvent::Sleep),
+        "resume" => Action::Os(OsEvent::Resume),
+        "network_change" => Action::Os(OsEvent::NetworkChange),
+        "captive_portal" => Action::Os(OsEvent::CaptivePortal),
+        "switch_user" => Action::Os(OsEvent::SwitchUser(required(&s.user, "user", a, ctx)?.get_ref().clone())),
+        "change_org" => Action::Os(OsEvent::ChangeOrg(required(&s.org, "org", a, ctx)?.get_ref().clone())),
+        "admin_override" => match &s.code {
+            Some(code) => Action::Os(OsEvent::AdminOverride(code.get_ref().clone())),
+            None if ctx.lab.lockdown.admin_override.is_some() => Action::AdminOverrideNow,
+            None => {
                 return Err(ctx.err(
-                    p.span(),
-                    format!("`{}` is not a program of the device (there are: {})", p.get_ref(), all.join(", ")),
+                    a.span(),
+                    "`admin_override` without `code` needs `[lockdown.admin_override]` in the lab (its current code is typed)",
                 ));
             }
-            Action::Kill { process: p.get_ref().clone() }
-        }
+        },
         "sign_in" => {
             Action::SignIn { credentials: ctx.credentials(required(&s.user, "user", a, ctx)?, s.password.as_ref())? }
         }

@@ -87,13 +87,16 @@ pub struct AllowRule {
     pub app_id: String,
     /// Destinations it may reach while the device is locked.
     pub remote: Vec<SocketAddr>,
+    /// The service whose SID the process must also hold, if required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// The enforcement requirements a run is checked against: the lockdown
 /// policy the administrator asked for (not what the agent installed) and
 /// the oracle's tolerances. Recorded at the start of every run so that the
 /// oracle needs nothing but the trace.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnforcementSpec {
     /// The device's host name in the trace.
     pub device_host: String,
@@ -103,6 +106,24 @@ pub struct EnforcementSpec {
     pub allow: Vec<AllowRule>,
     /// Whether loopback traffic is allowed while locked.
     pub allow_loopback: bool,
+    /// Whether private and link-local destinations stay reachable while locked.
+    #[serde(default)]
+    pub allow_lan: bool,
+    /// Whether the DHCP client's requests stay allowed while locked.
+    #[serde(default)]
+    pub allow_dhcp: bool,
+    /// The Windows user at the console when the device boots.
+    #[serde(default)]
+    pub interactive_user: String,
+    /// Bound on one captive-portal opening (ms; 0: the lever is off).
+    #[serde(default)]
+    pub captive_portal_ms: u64,
+    /// The program a captive-portal opening lets through (to ports 80 and 443).
+    #[serde(default)]
+    pub captive_portal_process: String,
+    /// Bound on one administrator override (ms; 0: the lever is off).
+    #[serde(default)]
+    pub admin_override_ms: u64,
     /// How long after a session's expiry flows are still tolerated (ms).
     pub expiry_grace_ms: u64,
     /// How long after a revocation flows are still tolerated (ms).
@@ -166,7 +187,7 @@ pub enum EventBody {
         /// The lab configuration's name.
         lab: String,
         /// What the oracle checks.
-        spec: EnforcementSpec,
+        spec: Box<EnforcementSpec>,
     },
     /// A scenario step begins.
     StepStarted {
@@ -193,12 +214,65 @@ pub enum EventBody {
     },
 
     // ---- device operating system ----
-    /// The device finished booting (firewall engine up, services starting).
+    /// The device powered on: TCP/IP is up with the boot-time filters stored on disk.
     DeviceBooted {
         /// Device id.
         device: String,
-        /// Number of persistent filters loaded from the previous boot.
+        /// Number of persistent filters stored from the previous boot (in force once BFE starts).
         persistent_filters: usize,
+        /// Number of boot-time filters in force until BFE starts.
+        #[serde(default)]
+        boot_time_filters: usize,
+    },
+    /// A stage of the boot was reached: `bfe` (BFE initialized), `services`
+    /// (automatic services started), `logon` (the user logged on), `ready`.
+    BootStage {
+        /// The stage.
+        stage: String,
+    },
+    /// A fault or transition began on the device (boot, agent stopped, BFE stopped,
+    /// sleep, resume, network change, user switch, organization change, upgrade).
+    /// The oracle's E3 window stays open until the agent reports its state again.
+    TransitionBegan {
+        /// What kind.
+        kind: String,
+        /// Details for people.
+        detail: String,
+        /// For a user switch: the Windows user now at the console.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+    /// A program fetched a URL on its own as it started (an updater's check at boot).
+    AppTraffic {
+        /// Lab name of the program.
+        process: String,
+        /// What it fetched.
+        url: String,
+        /// What came of it.
+        outcome: String,
+    },
+    /// A lever of the lockdown opened on purpose (captive portal, admin override).
+    LeverOpened {
+        /// Which lever.
+        lever: String,
+        /// What it lets through.
+        scope: Vec<String>,
+        /// Trace time (ms) at which it closes by itself.
+        until_t: u64,
+    },
+    /// A lever closed.
+    LeverClosed {
+        /// Which lever.
+        lever: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request to open a lever was refused.
+    LeverRefused {
+        /// Which lever.
+        lever: String,
+        /// Why.
+        reason: String,
     },
     /// A process started.
     ProcessStarted {

@@ -273,7 +273,9 @@ impl Engine {
                 let mut layers = BTreeSet::new();
                 for f in self.committed.filters.values() {
                     match f.spec.lifetime {
-                        Lifetime::BootTime => change.deleted.push((f.id, f.spec.name.clone(), DeleteReason::BfeStarted)),
+                        Lifetime::BootTime => {
+                            change.deleted.push((f.id, f.spec.name.clone(), DeleteReason::BfeStarted))
+                        }
                         _ => change.added.push(f.id),
                     }
                     layers.insert(f.spec.layer);

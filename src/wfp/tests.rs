@@ -543,7 +543,10 @@ fn boot_time_filters_act_only_until_bfe_starts() {
     // BFE start: persistent filters take over and the boot-time one retires, in one change.
     let g = booted.layer_generation(V4);
     let cs = booted.start_bfe();
-    assert_eq!((cs.added.clone(), deleted(&cs)), (vec![FilterId(2)], vec![(FilterId(1), "boot-block", DeleteReason::BfeStarted)]));
+    assert_eq!(
+        (cs.added.clone(), deleted(&cs)),
+        (vec![FilterId(2)], vec![(FilterId(1), "boot-block", DeleteReason::BfeStarted)])
+    );
     assert_eq!(booted.layer_generation(V4), g + 1, "flows authorized at boot are reauthorized");
     assert!(allowed(&booted, Some(AGENT)) && allowed(&booted, None), "persistent permit only; boot block retired");
     assert_eq!(booted.persistent_store(), store, "the boot-time filter stays stored for the next boot");

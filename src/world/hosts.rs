@@ -12,7 +12,7 @@ use url::Url;
 
 use super::Control;
 use crate::config::{LabConfig, Resolved};
-use crate::device::{DeviceCommand, DeviceSetup, Disk, Windows};
+use crate::device::{DeviceCommand, DeviceSetup, Disk, Windows, install_agent};
 use crate::gateway::Gateway;
 use crate::http::{Browser, FetchError, HttpClient, Landing, Navigation};
 use crate::idp::Idp;
@@ -22,7 +22,6 @@ use crate::net::sim::{HostError, SimWorld};
 use crate::origin::Origin;
 use crate::rng::SeededRng;
 use crate::trace::Recorder;
-use crate::wfp::PersistentStore;
 
 /// What the administrator can do at the gateway's console.
 #[derive(Debug)]
@@ -208,10 +207,14 @@ pub fn build(
     }
 
     // The rest of the internet.
+    let mirrors = lab.web.also.iter().map(|m| {
+        (m.host.as_str(), m.http_port.unwrap_or(lab.web.http_port), m.stream_port.unwrap_or(lab.web.stream_port))
+    });
+    for (host, http_port, stream_port) in
+        [(lab.web.host.as_str(), lab.web.http_port, lab.web.stream_port)].into_iter().chain(mirrors)
     {
-        let ip = host_ip(&lab.web.host);
-        let (http, stream, net) =
-            (SocketAddr::new(ip, lab.web.http_port), SocketAddr::new(ip, lab.web.stream_port), net.clone());
+        let ip = host_ip(host);
+        let (http, stream, net) = (SocketAddr::new(ip, http_port), SocketAddr::new(ip, stream_port), net.clone());
         world.host(ip, move || {
             let net = net.clone();
             async move {
@@ -244,26 +247,39 @@ pub fn build(
     {
         let ip = host_ip(&lab.device.host);
         let setup = DeviceSetup::new(lab, resolved);
-        let disk: Disk = Arc::new(Mutex::new(PersistentStore::default()));
+        // The agent was installed before the run: its persistent and boot-time
+        // filters are on the disk at the first power-on.
+        let disk: Disk = Arc::new(Mutex::new(install_agent(&setup)));
         let (clock, rec, net, control) = (clock, recorder.for_host(&lab.device.host), net, device_control.clone());
         world.host(ip, move || {
             let (setup, clock, rec, net, disk) = (setup.clone(), clock.clone(), rec.clone(), net.clone(), disk.clone());
             let mut commands = control.publish();
             async move {
                 // Powered off until the driver presses the button.
-                let powered = loop {
+                let mut powered = loop {
                     match commands.recv().await {
                         Some(DeviceCommand::PowerOn { reply }) => break reply,
                         Some(other) => other.refuse("the device is powered off"),
                         None => return Ok(()),
                     }
                 };
-                let os = Windows::boot(setup, net, clock, rec, disk);
-                os.handle(DeviceCommand::AgentStatus { reply: powered });
-                while let Some(command) = commands.recv().await {
-                    os.handle(command);
+                loop {
+                    let os = Windows::power_on(setup.clone(), net.clone(), clock.clone(), rec.clone(), disk.clone());
+                    os.run_boot().await;
+                    os.handle(DeviceCommand::AgentStatus { reply: powered });
+                    let reboot = loop {
+                        match commands.recv().await {
+                            Some(DeviceCommand::Reboot { reply }) => break reply,
+                            Some(DeviceCommand::PowerOn { reply }) => {
+                                let _ = reply.send(Err("already running".into()));
+                            }
+                            Some(command) => os.handle(command),
+                            None => return Ok(()),
+                        }
+                    };
+                    os.shutdown("reboot");
+                    powered = reboot;
                 }
-                Ok(())
             }
         });
     }

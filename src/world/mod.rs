@@ -19,7 +19,7 @@ use url::Url;
 use self::factors::{Factor, Factors, Responder};
 use self::hosts::{AttackerCommand, GatewayCommand, MfaCommand};
 use crate::authenticator::VirtualAuthenticator;
-use crate::device::{AppAction, AppResult, DeviceCommand};
+use crate::device::{AppAction, AppResult, DeviceCommand, OsEvent};
 use crate::http::{FetchError, Landing, Navigation};
 use crate::net::SharedClock;
 use crate::net::sim::{SimFailure, SimParams, SimWorld};
@@ -167,7 +167,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         seed,
         epoch: resolved.epoch,
         lab: lab.name.clone(),
-        spec: resolved.lockdown.clone(),
+        spec: Box::new(resolved.lockdown.clone()),
     });
     let stats = world.stats();
     let root = SeededRng::from_seed(seed);
@@ -197,6 +197,11 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         findings: Vec::new(),
         gateway_url: lab.gateway.auth_url.clone(),
         interactive_user: lab.device.interactive_user.clone(),
+        override_codes: lab
+            .lockdown
+            .admin_override
+            .as_ref()
+            .and_then(|o| Some((crate::device::override_totp(o), crate::totp::decode_base32(&o.secret).ok()?))),
     };
     let mut steps = Vec::new();
     if error.is_none() {
@@ -235,6 +240,8 @@ struct Driver<'a> {
     findings: Vec<String>,
     gateway_url: String,
     interactive_user: String,
+    /// What the administrator's console computes override codes from.
+    override_codes: Option<(crate::totp::TotpSettings, Vec<u8>)>,
 }
 
 impl Driver<'_> {
@@ -425,6 +432,36 @@ impl Driver<'_> {
                     Reply::Timeout => Outcome::Timeout,
                 }
             }
+            Action::Reboot => agent_outcome(self.device(|reply| DeviceCommand::Reboot { reply })?),
+            Action::Start { process } => {
+                let process = process.clone();
+                match self.device(|reply| DeviceCommand::Start { process, reply })? {
+                    Reply::Got(Ok(_)) => Outcome::Ok,
+                    Reply::Got(Err(e)) => Outcome::Failed(e),
+                    Reply::NotRunning => Outcome::Failed("the device is not running".into()),
+                    Reply::Timeout => Outcome::Timeout,
+                }
+            }
+            Action::Os(event) => self.os_event(event.clone())?,
+            Action::AdminOverrideNow => {
+                let code = match &self.override_codes {
+                    Some((settings, secret)) => crate::totp::code_at(settings, secret, self.clock.now())
+                        .unwrap_or_else(|e| format!("no code: {e}")),
+                    None => String::new(),
+                };
+                self.os_event(OsEvent::AdminOverride(code))?
+            }
+            Action::UiStatus { process } => {
+                let to = std::net::SocketAddr::new([127, 0, 0, 1].into(), crate::device::AGENT_UI_PORT);
+                match self.app(process, AppAction::AskAgent { to })? {
+                    Reply::Got(AppResult::Stream(Ok(line))) => match line.strip_prefix("agent ") {
+                        Some(state) => Outcome::Agent(state.to_string()),
+                        None => Outcome::Failed(format!("unexpected answer `{line}`")),
+                    },
+                    Reply::Got(AppResult::Stream(Err(e))) => fetch_outcome(e),
+                    other => app_failure(other),
+                }
+            }
             Action::StreamOpen { process, to, stream } => {
                 let action = AppAction::StreamOpen { to: *to, name: stream.clone() };
                 stream_outcome(self.app(process, action)?)
@@ -438,6 +475,17 @@ impl Driver<'_> {
 }
 
 impl Driver<'_> {
+    fn os_event(&mut self, event: OsEvent) -> Result<Outcome, SimFailure> {
+        let lever = matches!(event, OsEvent::CaptivePortal | OsEvent::AdminOverride(_));
+        Ok(match self.device(|reply| DeviceCommand::Os { event, reply })? {
+            Reply::Got(Ok(_)) => Outcome::Ok,
+            Reply::Got(Err(_)) if lever => Outcome::Refused,
+            Reply::Got(Err(e)) => Outcome::Failed(e),
+            Reply::NotRunning => Outcome::Failed("the device is not running".into()),
+            Reply::Timeout => Outcome::Timeout,
+        })
+    }
+
     fn factor(&self, name: &Option<String>) -> Option<Factor> {
         name.as_ref().and_then(|n| self.factors.by_name.get(n).cloned())
     }

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lockstep::config::LabConfig;
-use lockstep::device::{DeviceSetup, Windows};
+use lockstep::device::{DeviceSetup, Windows, install_agent};
 use lockstep::net::sim::{SimParams, SimWorld};
 use lockstep::net::{Network, SharedClock};
 use lockstep::trace::{EventBody, Recorder, Verdict};
-use lockstep::wfp::PersistentStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[test]
@@ -27,15 +26,12 @@ fn a_locked_device_refuses_inbound_connections_and_allows_loopback() {
     let setup = DeviceSetup::new(&lab, &resolved);
     let (net, rec, out) = (world.network(), recorder.for_host("device"), results.clone());
     world.host(device_ip, move || {
-        let os = Windows::boot(
-            setup.clone(),
-            net.clone(),
-            clock.clone(),
-            rec.clone(),
-            Arc::new(Mutex::new(PersistentStore::default())),
-        );
+        let disk = Arc::new(Mutex::new(install_agent(&setup)));
+        let os = Windows::power_on(setup.clone(), net.clone(), clock.clone(), rec.clone(), disk);
         let out = out.clone();
         async move {
+            // The whole boot: BFE, the agent (which locks), the user's logon.
+            os.run_boot().await;
             // A listening app (say, a file-sharing client).
             let listener_out = out.clone();
             os.spawn_process("teams", move |ctx| async move {
@@ -71,7 +67,8 @@ fn a_locked_device_refuses_inbound_connections_and_allows_loopback() {
     world.host(attacker_ip, move || {
         let out = out.clone();
         async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // After the device's boot (6 s) and its apps' start.
+            tokio::time::sleep(Duration::from_millis(6100)).await;
             let mut s = lockstep::net::sim::TurmoilNet::default().connect(SocketAddr::new(device_ip, 5000)).await?;
             let mut buf = [0u8; 6];
             let r = match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
@@ -84,7 +81,7 @@ fn a_locked_device_refuses_inbound_connections_and_allows_loopback() {
             Ok(())
         }
     });
-    while world.elapsed() < Duration::from_secs(2) {
+    while world.elapsed() < Duration::from_secs(9) {
         world.step().unwrap();
     }
 

@@ -55,8 +55,10 @@ url = "https://chat.lab.test/"
     world::run(&scenario, scenario.seed)
 }
 
+/// The invariants a run broke, each once, sorted.
 fn invariants(r: &RunReport) -> Vec<&str> {
     let mut v: Vec<&str> = r.violations.iter().map(|v| v.invariant.as_str()).collect();
+    v.sort_unstable();
     v.dedup();
     v
 }
@@ -114,6 +116,16 @@ fn a_scenario_can_expect_a_violation_and_pass() {
     assert!(!failures.is_empty());
 }
 
+/// Sequence number at which step `n` (1-based) started.
+fn step_start_seq(r: &RunReport, n: usize) -> u64 {
+    r.trace
+        .events
+        .iter()
+        .find(|e| matches!(&e.body, lockstep::trace::EventBody::StepStarted { step, .. } if *step == n))
+        .map(|e| e.seq)
+        .unwrap_or(u64::MAX)
+}
+
 fn crash_agent_then_update(lifetime: &str) -> RunReport {
     let text = format!(
         r#"
@@ -144,14 +156,24 @@ fn an_agent_whose_filters_die_with_it_fails_open_on_a_crash() {
     // device stays locked when the agent is killed.
     for lifetime in ["persistent", "static"] {
         let r = crash_agent_then_update(lifetime);
-        assert_eq!(r.steps[2].outcome, "blocked", "{lifetime}");
-        assert!(r.violations.is_empty(), "{lifetime}: {:#?}", r.violations);
+        // Static filters: the updater's connection from the boot window is cut instead.
+        assert!(["blocked", "cut"].contains(&r.steps[2].outcome.as_str()), "{lifetime}: {}", r.steps[2].outcome);
+        let kill = step_start_seq(&r, 2);
+        let after: Vec<_> = r.violations.iter().filter(|v| v.seq > kill).collect();
+        assert!(after.is_empty(), "{lifetime}: {after:#?}");
     }
+    // Persistent filters with a boot-time copy also cover the boot itself; static
+    // ones leave the early updater a window before the agent has started.
+    assert!(crash_agent_then_update("persistent").violations.is_empty());
+    let r = crash_agent_then_update("static");
+    assert_eq!(invariants(&r), ["E1", "E3"]);
+    assert!(r.violations.iter().all(|v| v.seq < step_start_seq(&r, 2)), "{:#?}", r.violations);
     // A dynamic session's filters vanish with its process: the lab reports the leak.
     let r = crash_agent_then_update("dynamic");
     assert_eq!(r.steps[2].outcome, "http 200");
-    assert_eq!(invariants(&r), ["E1"]);
+    assert_eq!(invariants(&r), ["E1", "E3"]);
     assert!(r.violations[0].message.contains("no device session was ever issued"), "{}", r.violations[0]);
+    assert!(r.violations.iter().any(|v| v.message.contains("during agent stopped")), "{:#?}", r.violations);
 }
 
 /// One of the shipped MFA scenarios with a `[config...]` fragment added.
@@ -197,4 +219,56 @@ fn an_mfa_service_that_forgets_counters_lets_a_clone_in_and_breaks_e7() {
     assert!(e7.iter().any(|m| m.contains("went backwards")), "{:?}", r.violations);
     // The clone got in: the step that expected a refusal fails too.
     assert!(r.steps.iter().any(|s| !s.ok && s.outcome == "http 200"), "{:?}", r.steps);
+}
+
+#[test]
+fn an_exception_scoped_by_image_alone_lets_a_lookalike_through() {
+    // The shipped lockdown requires the agent's service SID as well as the image path.
+    // Without it, a program the user runs from the same path rides the exception.
+    let text = r#"
+name = "lookalike"
+seed = 5
+[config.lockdown]
+allow = [
+  { process = "lockstep-auth", to = ["idp.lab.test:443", "gateway.lab.test:443"] },
+  { process = "lockstep-agent", to = ["gateway.lab.test:443"] },
+]
+[[step]]
+do = "boot"
+expect = "agent locked"
+[[step]]
+do = "start"
+process = "auth-lookalike"
+expect = "ok"
+[[step]]
+do = "request"
+process = "auth-lookalike"
+url = "https://idp.lab.test/.well-known/openid-configuration"
+"#;
+    let s = Scenario::parse(&Source::new("lookalike.toml", text), None).unwrap_or_else(|e| panic!("{e}"));
+    let r = world::run(&s, s.seed);
+    assert_eq!(r.steps[2].outcome, "http 200");
+    assert_eq!(invariants(&r), ["E1"]);
+    assert!(r.violations[0].message.contains("auth-lookalike"), "{}", r.violations[0]);
+    // The shipped scenario, with the service condition, passes.
+    let shipped = shipped_with("co-resident-app-leak.toml", "");
+    assert!(shipped.passed(), "{:?}", shipped.failures());
+}
+
+#[test]
+fn static_filters_fail_open_while_bfe_is_down() {
+    // The same BFE restart as the shipped scenario, with static filters: BFE drops them.
+    let r = shipped_with("bfe-restart.toml", "[config.agent]\nfilter_lifetime = \"static\"\nboot_time_filters = false");
+    assert_eq!(r.steps[2].outcome, "http 200", "{:#?}", r.steps);
+    assert!(invariants(&r).contains(&"E3"), "{:#?}", r.violations);
+    assert!(r.violations.iter().any(|v| v.message.contains("during bfe stopped")), "{:#?}", r.violations);
+}
+
+#[test]
+fn without_reauthorization_the_existing_dns_socket_leaks() {
+    let r = shipped_with("dns-leak-existing-socket.toml", "[config.firewall]\ndanger_skip_reauthorization = true");
+    // Step 9: the query on the socket opened before the revocation.
+    assert_eq!(r.steps[8].outcome, "ok", "{:#?}", r.steps);
+    assert_eq!(invariants(&r), ["E1"]);
+    assert!(r.violations.iter().all(|v| v.message.contains("9.9.9.9:53")), "{:#?}", r.violations);
 }
