@@ -140,16 +140,19 @@ impl Packet {
 
     /// A DNS query to `server` over `transport` (UDP or TCP), at the connect layer of the
     /// server's family: remote port 53.
+    /// A query to a loopback resolver carries the loopback flag.
     pub fn dns(transport: Protocol, local: SocketAddr, server: IpAddr) -> Packet {
         let layer = Layer::for_direction(Direction::Outbound, server.is_ipv6());
-        Packet::new(ctx(layer, transport, local, sa(server, 53)))
+        let loopback = server.is_loopback();
+        Packet::new(ClassifyContext { loopback, ..ctx(layer, transport, local, sa(server, 53)) })
     }
 
     /// DNS over HTTPS to `server`: TCP to port 443, indistinguishable from any HTTPS
     /// connection to the same address.
     pub fn doh(local: SocketAddr, server: IpAddr) -> Packet {
         let layer = Layer::for_direction(Direction::Outbound, server.is_ipv6());
-        Packet::new(ctx(layer, Protocol::Tcp, local, sa(server, 443)))
+        let loopback = server.is_loopback();
+        Packet::new(ClassifyContext { loopback, ..ctx(layer, Protocol::Tcp, local, sa(server, 443)) })
     }
 
     /// The NDP message this packet carries, if it is one.
@@ -284,5 +287,7 @@ mod tests {
         assert_eq!((tcp.layer, tcp.protocol), (Layer::AleAuthConnectV6, Protocol::Tcp));
         let doh = Packet::doh(local, "9.9.9.9".parse().unwrap());
         assert_eq!((doh.context.protocol, doh.context.remote.port(), doh.hop_limit), (Protocol::Tcp, 443, 64));
+        let local_resolver = Packet::dns(Protocol::Udp, "127.0.0.1:5000".parse().unwrap(), "127.0.0.1".parse().unwrap());
+        assert!(local_resolver.context.loopback && !udp.loopback);
     }
 }
