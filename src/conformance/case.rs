@@ -486,6 +486,10 @@ pub enum ErrorKind {
     UnknownSession,
     /// The filter does not exist.
     UnknownFilter,
+    /// The sublayer (or provider) it names does not exist.
+    UnknownSublayer,
+    /// An object with that key already exists.
+    AlreadyExists,
     /// Commit or abort without a transaction.
     NoTransaction,
     /// Flags that cannot be combined (persistent and boot-time).
@@ -498,11 +502,13 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in order.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::TransactionLocked,
         ErrorKind::BfeNotRunning,
         ErrorKind::UnknownSession,
         ErrorKind::UnknownFilter,
+        ErrorKind::UnknownSublayer,
+        ErrorKind::AlreadyExists,
         ErrorKind::NoTransaction,
         ErrorKind::InvalidFlags,
         ErrorKind::InvalidCondition,
@@ -516,6 +522,8 @@ impl ErrorKind {
             ErrorKind::BfeNotRunning => "bfe_not_running",
             ErrorKind::UnknownSession => "unknown_session",
             ErrorKind::UnknownFilter => "unknown_filter",
+            ErrorKind::UnknownSublayer => "unknown_sublayer",
+            ErrorKind::AlreadyExists => "already_exists",
             ErrorKind::NoTransaction => "no_transaction",
             ErrorKind::InvalidFlags => "invalid_flags",
             ErrorKind::InvalidCondition => "invalid_condition",

@@ -40,7 +40,6 @@ struct Device {
     sessions: BTreeMap<String, SessionId>,
     luids: BTreeMap<String, u64>,
     last_luid: u64,
-    filters: BTreeMap<String, Vec<FilterId>>,
     named_flows: BTreeMap<String, FlowId>,
 }
 
@@ -68,6 +67,8 @@ fn failed(e: &EngineError) -> Observation {
         EngineError::BfeNotRunning => (ErrorKind::BfeNotRunning, None),
         EngineError::UnknownSession(_) => (ErrorKind::UnknownSession, None),
         EngineError::UnknownFilter(_) => (ErrorKind::UnknownFilter, None),
+        EngineError::UnknownSublayer(_) | EngineError::UnknownProvider(_) => (ErrorKind::UnknownSublayer, None),
+        EngineError::DuplicateSublayer(_) | EngineError::DuplicateProvider(_) => (ErrorKind::AlreadyExists, None),
         EngineError::NoTransaction(_) => (ErrorKind::NoTransaction, None),
         EngineError::InvalidCondition { .. } => (ErrorKind::InvalidCondition, None),
         _ => (ErrorKind::Rejected, None),
@@ -111,14 +112,6 @@ impl Device {
 
     fn session(&self, name: &str) -> Option<SessionId> {
         self.sessions.get(name).copied()
-    }
-
-    /// Rebuilds the name → ids map from the committed filters (after a reboot, ids change).
-    fn reindex(&mut self) {
-        self.filters.clear();
-        for f in self.engine.filters() {
-            self.filters.entry(f.spec.name.clone()).or_default().push(f.id);
-        }
     }
 
     fn forget_device_state(&mut self) {
@@ -224,33 +217,27 @@ impl Device {
                     Err(obs) => return Ok(obs),
                 };
                 for spec in specs {
-                    match self.engine.add_filter(id, spec) {
-                        Ok(fid) => self.filters.entry(filter.clone()).or_default().push(fid),
-                        Err(e) => return Ok(failed(&e)),
+                    if let Err(e) = self.engine.add_filter(id, spec) {
+                        return Ok(failed(&e));
                     }
                 }
                 Observation::Done
             }
             Op::DeleteFilter { session, filter } => {
                 let Some(id) = self.session(session) else { return Ok(unknown_session(session)) };
-                let ids = self.filters.get(filter).cloned().unwrap_or_default();
-                let mut deleted = Vec::new();
-                for fid in &ids {
-                    match self.engine.delete_filter(id, *fid) {
-                        Ok(()) => deleted.push(*fid),
-                        Err(EngineError::UnknownFilter(_)) => {}
-                        Err(e) => return Ok(failed(&e)),
+                // By name, as this session sees the tables (inside its transaction: staged).
+                let ids: Vec<FilterId> =
+                    self.engine.filters_visible_to(id).filter(|f| &f.spec.name == filter).map(|f| f.id).collect();
+                if ids.is_empty() {
+                    let message = format!("no instance of filter `{filter}` is installed");
+                    return Ok(Observation::Failed { kind: ErrorKind::UnknownFilter, message, waited_ms: None });
+                }
+                for fid in ids {
+                    if let Err(e) = self.engine.delete_filter(id, fid) {
+                        return Ok(failed(&e));
                     }
                 }
-                if let Some(list) = self.filters.get_mut(filter) {
-                    list.retain(|f| !deleted.contains(f));
-                }
-                if deleted.is_empty() {
-                    let message = format!("no instance of filter `{filter}` is installed");
-                    Observation::Failed { kind: ErrorKind::UnknownFilter, message, waited_ms: None }
-                } else {
-                    Observation::Done
-                }
+                Observation::Done
             }
             Op::Begin { session } => match self.session(session) {
                 None => unknown_session(session),
@@ -292,7 +279,6 @@ impl Device {
                     self.engine.start_bfe();
                 }
                 self.forget_device_state();
-                self.reindex();
                 Observation::Done
             }
             Op::SleepResume => Observation::Done,

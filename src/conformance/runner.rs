@@ -87,7 +87,7 @@ pub struct Mismatch {
 
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: step {} `{}`: ", self.line, self.step, self.op)?;
+        write!(f, "step {} ({}): ", self.step, self.op)?;
         if let Some(w) = &self.watch {
             write!(f, "watch `{w}` after it: ")?;
         }
@@ -457,7 +457,7 @@ impl fmt::Display for SuiteReport {
             write!(f, "  {:<11} {:<4} {}", r.outcome.label(), r.id, r.title)?;
             match &r.outcome {
                 CaseOutcome::Pass => {}
-                CaseOutcome::Fail(m) => write!(f, "\n              {}:{}", r.file, m)?,
+                CaseOutcome::Fail(m) => write!(f, "\n              {}:{}: {m}", r.file, m.line)?,
                 CaseOutcome::NotListed { reason } => write!(
                     f,
                     "\n              the backend cannot run it ({reason}) but {} does not list it",
@@ -506,7 +506,10 @@ pub fn run_suite(backend: &mut dyn Backend, cases: &[Case], unsupported: &Unsupp
             (None, Err(e @ CaseError::Backend(_))) => CaseOutcome::Error(e.to_string()),
             (Some(entry), Ok(r)) => match r.mismatch {
                 None => CaseOutcome::Stale { reason: entry.reason.clone() },
-                Some(m) => CaseOutcome::Unsupported { reason: entry.reason.clone(), observed: format!("fails at {m}") },
+                Some(m) => CaseOutcome::Unsupported {
+                    reason: entry.reason.clone(),
+                    observed: format!("fails at line {}: {m}", m.line),
+                },
             },
             (Some(entry), Err(e)) => CaseOutcome::Unsupported { reason: entry.reason.clone(), observed: e.to_string() },
         };

@@ -526,6 +526,17 @@ impl Engine {
         self.committed.filters.values()
     }
 
+    /// Filters as session `s` sees them, in id order: the staged state of its open
+    /// transaction (what `FwpmFilterEnum0` inside the transaction returns), otherwise the
+    /// committed state.
+    pub fn filters_visible_to(&self, s: SessionId) -> impl Iterator<Item = &Filter> {
+        let tables = match &self.txn {
+            Some(t) if t.session == s => &t.staged,
+            _ => &self.committed,
+        };
+        tables.filters.values()
+    }
+
     /// A committed filter.
     pub fn filter(&self, id: FilterId) -> Option<&Filter> {
         self.committed.filters.get(&id)

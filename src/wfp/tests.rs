@@ -273,6 +273,9 @@ fn transaction_invisible_until_commit() {
     assert_eq!(e.filters().count(), 0);
     assert!(allowed(&e, None));
     assert_eq!(gens(&e), (0, 0));
+    assert_eq!(ids(e.filters_visible_to(s)), vec![a, b], "the holder sees its staged state");
+    let other = e.open_session(200, "other", false).unwrap();
+    assert_eq!(e.filters_visible_to(other).count(), 0, "others see the committed state");
     let cs = e.commit_transaction(s).unwrap();
     assert_eq!(cs.added, vec![a, b]);
     assert!(cs.deleted.is_empty(), "added then deleted inside a transaction is invisible");

@@ -287,7 +287,8 @@ mod tests {
         assert_eq!((tcp.layer, tcp.protocol), (Layer::AleAuthConnectV6, Protocol::Tcp));
         let doh = Packet::doh(local, "9.9.9.9".parse().unwrap());
         assert_eq!((doh.context.protocol, doh.context.remote.port(), doh.hop_limit), (Protocol::Tcp, 443, 64));
-        let local_resolver = Packet::dns(Protocol::Udp, "127.0.0.1:5000".parse().unwrap(), "127.0.0.1".parse().unwrap());
+        let local_resolver =
+            Packet::dns(Protocol::Udp, "127.0.0.1:5000".parse().unwrap(), "127.0.0.1".parse().unwrap());
         assert!(local_resolver.context.loopback && !udp.loopback);
     }
 }

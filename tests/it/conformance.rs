@@ -15,5 +15,6 @@ fn every_case_passes_on_the_model() {
     let cases = load_cases(Path::new(CASES)).unwrap_or_else(|e| panic!("{e}"));
     let unsupported = load_unsupported(Path::new(MODEL_UNSUPPORTED)).unwrap_or_else(|e| panic!("{e}"));
     let report = run_suite(&mut WfpModel::new(), &cases, &unsupported);
+    println!("{report}");
     assert!(report.passed(), "{report}");
 }
