@@ -1009,3 +1009,247 @@ fn protocol_of(s: &str) -> Option<Protocol> {
 fn unknown_proto(s: &str) -> String {
     format!("unknown protocol `{s}` (tcp, udp, icmp, icmpv6)")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = r#"id = "B11"
+title = "t"
+source = "s"
+description = "d"
+interfaces = ["eth0", "tun0"]
+sublayers = [{ key = "agent", weight = 0xFFFF }]
+
+[[process]]
+name = "agent"
+image = 'C:\Program Files\Lockstep\agent.exe'
+user = "S-1-5-18"
+service_sid = "S-1-5-80-1"
+
+[[filter]]
+name = "permit-agent"
+layers = ["ale"]
+sublayer = "agent"
+weight = { range = 15 }
+action = "permit"
+hard = true
+match = { app = 'C:\Program Files\Lockstep\agent.exe', remote_port = [80, 443], interface = "tun0" }
+
+[[filter]]
+name = "block-all"
+layers = ["connect", "mac_frame_in"]
+sublayer = "agent"
+action = "block"
+"#;
+
+    const OPEN: &str = r#"  { do = "open_session", session = "s", process = "agent" },"#;
+
+    fn case_with(steps: &str) -> Result<Case, InputError> {
+        parse_case("c.toml", &format!("{HEAD}\n[script]\nsteps = [\n{OPEN}\n{steps}\n]\n"))
+    }
+
+    /// The error message for `steps`, with its position.
+    fn error(steps: &str) -> String {
+        case_with(steps).unwrap_err().to_string()
+    }
+
+    /// Line of the first step after `open_session` in `case_with`.
+    const FIRST: usize = 32;
+
+    #[test]
+    fn a_case_parses_with_defaults_and_expansions() {
+        let steps = r#"  { do = "add_filter", session = "s", filter = ["permit-agent", "block-all"] },
+  { do = "connect", flow = "web", process = "agent", proto = "tcp", remote = "203.0.113.10:443", expect = "permit", decided_by = "permit-agent" },
+  { do = "accept", class = "ndp_ra", hop_limit = 64, expect = "dropped" },
+  { do = "connect", proto = "tcp", remote = "127.0.0.1:8080", expect = "permit", no_match = true },
+  { do = "packet", flow = "web", dir = "in", via = "eth0", host_model = "weak", expect = "torn_down" },
+  { do = "begin", session = "s", expect_error = "transaction_locked", waited_ms = 15000 },"#;
+        let case = case_with(steps).unwrap();
+        assert_eq!((case.id.as_str(), case.number, case.file.as_str()), ("B11", 11, "c.toml"));
+        let f = case.filter("permit-agent").unwrap();
+        assert_eq!(f.layers.len(), 4);
+        assert_eq!((f.weight, f.action, f.hard), (WeightSpec::Range(15), FilterAction::Permit, true));
+        assert_eq!(f.conditions.remote_port, vec![80, 443]);
+        assert_eq!(f.conditions.interface, vec!["tun0".to_string()]);
+        let b = case.filter("block-all").unwrap();
+        assert_eq!(b.layers, vec![LayerName::ConnectV4, LayerName::ConnectV6, LayerName::MacFrameIn]);
+        assert_eq!(b.weight, WeightSpec::Auto);
+        // One step per filter, both on the line of the step that names them.
+        let adds: Vec<(usize, usize)> = case.steps[1..3].iter().map(|s| (s.index, s.line)).collect();
+        assert_eq!(adds, vec![(2, FIRST), (3, FIRST)]);
+        let Op::NewFlow { flow, traffic } = &case.steps[3].op else { panic!("{:?}", case.steps[3]) };
+        assert_eq!(flow.as_deref(), Some("web"));
+        assert_eq!(
+            (traffic.local.to_string(), traffic.loopback, traffic.hop_limit),
+            ("10.0.0.2:49152".into(), false, 64)
+        );
+        let Op::NewFlow { traffic: ra, .. } = &case.steps[4].op else { panic!() };
+        assert_eq!(
+            (ra.direction, ra.protocol, ra.local.port(), ra.remote.to_string()),
+            (Direction::Inbound, Protocol::IcmpV6, 134, "[fe80::1]:0".into())
+        );
+        assert_eq!((ra.hop_limit, ra.class.as_deref()), (64, Some("ndp_ra")));
+        assert_eq!(
+            case.steps[4].expect,
+            Expect::Verdict { verdict: Verdict::Dropped, decided_by: None, no_match: false }
+        );
+        let Op::NewFlow { traffic: lo, .. } = &case.steps[5].op else { panic!() };
+        assert_eq!((lo.local.to_string(), lo.loopback), ("127.0.0.1:49152".into(), true));
+        assert!(
+            matches!(&case.steps[6].op, Op::Packet { host_model: HostModel::Weak, via: Some(v), .. } if v == "eth0")
+        );
+        let locked = Expect::Error { kind: ErrorKind::TransactionLocked, waited_ms: Some(15000) };
+        assert_eq!(case.steps[7].expect, locked);
+        assert_eq!(case.steps[0].expect, Expect::Success);
+    }
+
+    #[test]
+    fn class_tuples_follow_the_wfp_constructors() {
+        let steps = r#"  { do = "connect", class = "dhcpv4_request", expect = "permit" },
+  { do = "connect", class = "dns_tcp", remote = "::1", expect = "permit" },
+  { do = "watch", name = "w", dir = "in", class = "dhcpv6_response", expect = "block" },"#;
+        let case = case_with(steps).unwrap();
+        let Op::NewFlow { traffic: d, .. } = &case.steps[1].op else { panic!() };
+        assert_eq!(
+            (d.local.to_string(), d.remote.to_string(), d.protocol),
+            ("0.0.0.0:68".into(), "255.255.255.255:67".into(), Protocol::Udp)
+        );
+        let Op::NewFlow { traffic: dns, .. } = &case.steps[2].op else { panic!() };
+        assert_eq!(
+            (dns.remote.to_string(), dns.local.to_string(), dns.loopback),
+            ("[::1]:53".into(), "[::1]:49152".into(), true)
+        );
+        let Op::Watch { traffic: w, verdict, .. } = &case.steps[3].op else { panic!() };
+        assert_eq!((w.local.port(), w.remote.port(), *verdict), (546, 547, Verdict::Block));
+    }
+
+    #[test]
+    fn step_errors_are_located() {
+        let at = |col: usize, msg: &str| format!("c.toml:{FIRST}:{col}: {msg}");
+        assert_eq!(
+            error(r#"  { do = "connect", expct = "permit" },"#),
+            at(
+                21,
+                "unknown field `expct`, expected one of `do`, `session`, `process`, `dynamic`, `txn_wait_ms`, `sublayer`, `filter`, `interface`, `flow`, `class`, `proto`, `local`, `remote`, `loopback`, `icmp_type`, `icmp_code`, `hop_limit`, `dir`, `via`, `host_model`, `vm2vm`, `name`, `expect`, `decided_by`, `no_match`, `expect_error`, `waited_ms`, `note`"
+            )
+        );
+        let cases = [
+            (
+                r#"  { do = "jump" },"#,
+                10,
+                "unknown step `jump` (one of: open_session, close_session, add_sublayer, add_filter, delete_filter, begin, commit, abort, kill, bfe_stop, bfe_start, bfe_restart, reboot, power_on, sleep_resume, recreate_interface, connect, accept, packet, close_flow, vm_frame, watch, unwatch)",
+            ),
+            (r#"  { do = "begin", session = "s", flow = "x" },"#, 41, "`flow` does not apply to a `begin` step"),
+            (r#"  { do = "begin" },"#, 10, "a `begin` step needs `session`"),
+            (r#"  { do = "begin", session = "t" },"#, 29, "session `t` is not opened by an earlier step"),
+            (r#"  { do = "add_filter", session = "s", filter = "nope" },"#, 48, "unknown filter `nope`"),
+            (
+                r#"  { do = "packet", flow = "web", dir = "in", expect = "pass" },"#,
+                27,
+                "flow `web` is not created by an earlier step",
+            ),
+            (
+                r#"  { do = "connect", proto = "tcp", remote = "1.2.3.4:5", expect = "allow" },"#,
+                67,
+                "unknown verdict `allow` (permit, block or dropped)",
+            ),
+            (
+                r#"  { do = "connect", proto = "tcp", remote = "1.2.3.4", expect = "permit" },"#,
+                45,
+                "`1.2.3.4` needs a port (`ip:port`, `[v6]:port`)",
+            ),
+            (
+                r#"  { do = "connect", proto = "tcp", remote = "1.2.3.4:5", icmp_type = 8, expect = "permit" },"#,
+                70,
+                "`icmp_type` needs `proto = \"icmp\"` or `\"icmpv6\"`",
+            ),
+            (
+                r#"  { do = "connect", class = "ndp_ra", expect = "permit" },"#,
+                29,
+                "class `ndp_ra` is Inbound: use `accept` (or `dir = \"in\"` in a watch)",
+            ),
+            (
+                r#"  { do = "accept", class = "ndp_ra", proto = "udp", expect = "permit" },"#,
+                46,
+                "`proto` is set by the traffic class",
+            ),
+            (
+                r#"  { do = "connect", proto = "tcp", remote = "1.2.3.4:5", expect = "dropped", decided_by = "x" },"#,
+                91,
+                "a packet dropped by the stack is decided by no filter",
+            ),
+            (
+                r#"  { do = "connect", proto = "tcp", remote = "1.2.3.4:5", expect = "block", no_match = true },"#,
+                87,
+                "`no_match` means the default permit: `expect = \"permit\"`, no `decided_by`",
+            ),
+            (
+                r#"  { do = "watch", name = "w", dir = "out", proto = "tcp", remote = "1.2.3.4:5", expect = "block", decided_by = "x" },"#,
+                112,
+                "a watch checks the verdict only",
+            ),
+            (r#"  { do = "unwatch", name = "w" },"#, 28, "no watch `w` is active"),
+            (
+                r#"  { do = "begin", session = "s", expect_error = "oops" },"#,
+                49,
+                "unknown error kind `oops` (one of: transaction_locked, bfe_not_running, unknown_session, unknown_filter, unknown_sublayer, already_exists, no_transaction, invalid_flags, invalid_condition, rejected)",
+            ),
+            (
+                r#"  { do = "begin", session = "s", waited_ms = 5 },"#,
+                46,
+                "`waited_ms` goes with `expect_error = \"transaction_locked\"`",
+            ),
+            (r#"  { do = "recreate_interface", interface = "wlan9" },"#, 44, "unknown interface `wlan9`"),
+        ];
+        for (step, col, msg) in cases {
+            assert_eq!(error(step), at(col, msg), "{step}");
+        }
+    }
+
+    #[test]
+    fn case_level_errors_are_located() {
+        let with = |from: &str, to: &str| {
+            let text = format!("{HEAD}\n[script]\nsteps = [\n{OPEN}\n]\n").replacen(from, to, 1);
+            parse_case("c.toml", &text).unwrap_err().to_string()
+        };
+        assert_eq!(with(r#"id = "B11""#, r#"id = "A11""#), "c.toml:1:6: check 11 is in section B: the id is `B11`");
+        assert!(with(r#"id = "B11""#, r#"id = "11""#).starts_with("c.toml:1:6: case id `11` must be"));
+        assert_eq!(with("{ range = 15 }", "{ range = 16 }"), "c.toml:18:10: weight range 16 is outside 0..=15");
+        assert_eq!(
+            with(r#"layers = ["ale"]"#, r#"layers = ["ale", "connect_v4"]"#),
+            "c.toml:16:18: layer `connect_v4` is listed twice"
+        );
+        assert!(with(r#"layers = ["ale"]"#, r#"layers = ["alee"]"#).starts_with("c.toml:16:11: unknown layer `alee`"));
+        assert_eq!(
+            with(
+                r#"sublayer = "agent"
+weight"#,
+                r#"sublayer = "agnet"
+weight"#
+            ),
+            "c.toml:17:12: unknown sublayer `agnet` (declared: [\"agent\"])"
+        );
+        assert_eq!(
+            with(r#"action = "block""#, r#"action = "deny""#),
+            "c.toml:27:10: unknown action `deny` (permit, block or veto)"
+        );
+        assert_eq!(
+            with(r#"interface = "tun0" }"#, r#"interface = "tun1" }"#),
+            "c.toml:21:93: unknown interface `tun1` (declared: [\"eth0\", \"tun0\"])"
+        );
+        assert_eq!(
+            with(r#"action = "block""#, "action = \"block\"\nmatch = { vm2vm = true }"),
+            "c.toml:24:8: filter `block-all`: `vm2vm` only exists at the mac_frame layers"
+        );
+        assert_eq!(with("hard = true", "hard = true\nmatch = { loopback = false }"), "c.toml:22:1: duplicate key");
+        assert_eq!(
+            with(r#"name = "block-all""#, r#"name = "permit-agent""#),
+            "c.toml:24:1: filter `permit-agent` is declared twice"
+        );
+        let no_script = parse_case("c.toml", HEAD).unwrap_err().to_string();
+        assert_eq!(no_script, "c.toml: a case needs a `[script]` table with `steps = [...]`");
+        let empty = parse_case("c.toml", &format!("{HEAD}\n[script]\nsteps = []\n")).unwrap_err().to_string();
+        assert_eq!(empty, "c.toml:29:1: `[script]` needs at least one step in `steps`");
+    }
+}
