@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod authenticator;
 pub mod config;
+pub mod conformance;
 pub mod device;
 pub mod gateway;
 pub mod http;

@@ -1,11 +1,11 @@
 //! Classification: condition matching and MS "Filter Arbitration".
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::Serialize;
 
-use super::filter::{Action, AppId, Condition, ConditionField, Filter, FilterId, Layer, Protocol};
+use super::filter::{Action, AppId, Condition, ConditionField, Direction, Filter, FilterId, Layer, Protocol};
 
 /// The incoming values a layer classifies (the subset of `FWPS_FIELDS_ALE_AUTH_*` modelled).
 ///
@@ -30,6 +30,9 @@ pub struct ClassifyContext {
     pub interface_luid: Option<u64>,
     /// `FWP_CONDITION_FLAG_IS_REAUTHORIZE` (informational; no condition tests it).
     pub reauthorize: bool,
+    /// `FWP_CONDITION_L2_IS_VM2VM` (MAC-frame layers only): the frame goes from one
+    /// virtual machine to another on the same virtual switch.
+    pub vm2vm: bool,
 }
 
 impl ClassifyContext {
@@ -45,6 +48,20 @@ impl ClassifyContext {
             loopback: false,
             interface_luid: None,
             reauthorize: false,
+            vm2vm: false,
+        }
+    }
+
+    /// A frame at the native MAC-frame layer of `direction`, e.g. one a Hyper-V guest
+    /// sends through the host's virtual switch. L2 carries no IP fields: the addresses are
+    /// `0.0.0.0:0` and the protocol is a placeholder no L2 filter can test (conditions on
+    /// IP fields are rejected at the MAC-frame layers, see [`Condition::fits`]).
+    pub fn mac_frame(direction: Direction, interface_luid: Option<u64>, vm2vm: bool) -> Self {
+        let none = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        ClassifyContext {
+            interface_luid,
+            vm2vm,
+            ..ClassifyContext::new(Layer::mac_frame(direction), Protocol::Udp, none, none)
         }
     }
 }
@@ -99,6 +116,7 @@ impl Condition {
             Condition::Protocol(p) => ctx.protocol == *p,
             Condition::Loopback => ctx.loopback,
             Condition::InterfaceLuid(l) => ctx.interface_luid == Some(*l),
+            Condition::Vm2Vm => ctx.vm2vm,
         }
     }
 }
@@ -394,6 +412,23 @@ mod tests {
         assert!(!conditions_match(&[app.clone(), sid.clone()], &c));
         c.user_sids.push(svc_sid.to_lowercase());
         assert!(conditions_match(&[app, sid], &c));
+    }
+
+    #[test]
+    fn mac_frame_contexts_and_the_vm2vm_flag() {
+        let out = ClassifyContext::mac_frame(Direction::Outbound, Some(9), true);
+        assert_eq!((out.layer, out.vm2vm, out.interface_luid), (Layer::OutboundMacFrameNative, true, Some(9)));
+        assert!(conditions_match(&[Condition::Vm2Vm, Condition::InterfaceLuid(9)], &out));
+        let inbound = ClassifyContext::mac_frame(Direction::Inbound, None, false);
+        assert_eq!(inbound.layer, Layer::InboundMacFrameNative);
+        assert!(!conditions_match(&[Condition::Vm2Vm], &inbound));
+        // Which fields exist where.
+        assert!(
+            Condition::Vm2Vm.fits(Layer::OutboundMacFrameNative) && !Condition::Vm2Vm.fits(Layer::AleAuthConnectV4)
+        );
+        assert!(!Condition::Loopback.fits(Layer::InboundMacFrameNative));
+        assert!(Condition::InterfaceLuid(1).fits(Layer::InboundMacFrameNative));
+        assert!(Condition::RemotePort(1).fits(Layer::AleAuthRecvAcceptV6));
     }
 
     #[test]

@@ -34,6 +34,29 @@ pub struct Sublayer {
     pub session: SessionId,
 }
 
+/// `FWPM_SESSION0.txnWaitTimeoutInMSec` when the caller passes 0: the default wait
+/// for the transaction lock, 15 s (MS Learn "Object Management").
+pub const DEFAULT_TXN_WAIT_TIMEOUT_MS: u32 = 15_000;
+
+/// `INFINITE`: wait for the transaction lock for ever (WireGuard's dynamic session).
+pub const INFINITE_TXN_WAIT: u32 = u32::MAX;
+
+/// What a caller sets in `FWPM_SESSION0` when opening a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionOptions {
+    /// `FWPM_SESSION_FLAG_DYNAMIC`.
+    pub dynamic: bool,
+    /// `txnWaitTimeoutInMSec` ([`DEFAULT_TXN_WAIT_TIMEOUT_MS`] by default,
+    /// [`INFINITE_TXN_WAIT`] for ever).
+    pub txn_wait_timeout_ms: u32,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { dynamic: false, txn_wait_timeout_ms: DEFAULT_TXN_WAIT_TIMEOUT_MS }
+    }
+}
+
 /// An open engine session (`FwpmEngineOpen0`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Session {
@@ -45,6 +68,8 @@ pub struct Session {
     pub name: String,
     /// `FWPM_SESSION_FLAG_DYNAMIC`.
     pub dynamic: bool,
+    /// How long a call of this session waits for another session's transaction lock.
+    pub txn_wait_timeout_ms: u32,
 }
 
 /// Why a filter disappeared.
@@ -134,9 +159,12 @@ pub enum EngineError {
     /// A persistent object whose parent is not persistent.
     #[error("persistent {kind} `{name}` requires {parent_kind} `{parent}` to be persistent")]
     PersistentParent { kind: &'static str, name: String, parent_kind: &'static str, parent: String },
-    /// Another session holds the transaction lock (the model never waits).
-    #[error("the transaction lock is held by session {holder}")]
-    TransactionLocked { holder: SessionId },
+    /// Another session holds the transaction lock. The model cannot block: this is what
+    /// the caller sees once its session's `txnWaitTimeoutInMSec` (`waited_ms`) has passed
+    /// without the holder finishing (`FWP_E_TIMEOUT`); with [`INFINITE_TXN_WAIT`] a real
+    /// caller would still be waiting.
+    #[error("the transaction lock is held by session {holder} (caller's lock wait: {})", wait_text(*waited_ms))]
+    TransactionLocked { holder: SessionId, waited_ms: u32 },
     /// The session already has an open transaction.
     #[error("session {0} already has a transaction in progress")]
     TransactionInProgress(SessionId),
@@ -146,6 +174,10 @@ pub enum EngineError {
     /// The management API is unavailable: BFE is not running.
     #[error("the Base Filtering Engine is not running")]
     BfeNotRunning,
+}
+
+fn wait_text(ms: u32) -> String {
+    if ms == INFINITE_TXN_WAIT { "infinite".to_string() } else { format!("{ms} ms") }
 }
 
 /// Persistent providers, sublayers and filters as BFE keeps them on disk.
@@ -227,7 +259,13 @@ impl Engine {
     /// [`SessionId::BFE`]; objects that fail validation are skipped.
     pub fn power_on(store: &PersistentStore) -> Engine {
         let mut engine = Engine::new();
-        let bfe = Session { id: SessionId::BFE, owner_pid: 0, name: "BFE".into(), dynamic: false };
+        let bfe = Session {
+            id: SessionId::BFE,
+            owner_pid: 0,
+            name: "BFE".into(),
+            dynamic: false,
+            txn_wait_timeout_ms: DEFAULT_TXN_WAIT_TIMEOUT_MS,
+        };
         let t = &mut engine.committed;
         for key in &store.providers {
             let _ = add_provider(t, &bfe, key, true);
@@ -328,14 +366,28 @@ impl Engine {
         }
     }
 
-    /// `FwpmEngineOpen0`; `dynamic` sets `FWPM_SESSION_FLAG_DYNAMIC`.
+    /// `FwpmEngineOpen0`; `dynamic` sets `FWPM_SESSION_FLAG_DYNAMIC`; the lock wait is
+    /// the default 15 s.
     pub fn open_session(&mut self, owner_pid: u32, name: &str, dynamic: bool) -> Result<SessionId, EngineError> {
+        let options = SessionOptions { dynamic, ..SessionOptions::default() };
+        self.open_session_with(owner_pid, name, options)
+    }
+
+    /// `FwpmEngineOpen0` with every modelled `FWPM_SESSION0` setting.
+    pub fn open_session_with(
+        &mut self,
+        owner_pid: u32,
+        name: &str,
+        options: SessionOptions,
+    ) -> Result<SessionId, EngineError> {
         if self.phase != Phase::Running {
             return Err(EngineError::BfeNotRunning);
         }
         self.last_session += 1;
         let id = SessionId(self.last_session);
-        self.sessions.insert(id, Session { id, owner_pid, name: name.to_string(), dynamic });
+        let SessionOptions { dynamic, txn_wait_timeout_ms } = options;
+        let session = Session { id, owner_pid, name: name.to_string(), dynamic, txn_wait_timeout_ms };
+        self.sessions.insert(id, session);
         Ok(id)
     }
 
@@ -431,10 +483,10 @@ impl Engine {
         if self.phase != Phase::Running {
             return Err(EngineError::BfeNotRunning);
         }
-        self.session(s)?;
+        let waited_ms = self.session(s)?.txn_wait_timeout_ms;
         match &self.txn {
             Some(t) if t.session == s => Err(EngineError::TransactionInProgress(s)),
-            Some(t) => Err(EngineError::TransactionLocked { holder: t.session }),
+            Some(t) => Err(EngineError::TransactionLocked { holder: t.session, waited_ms }),
             None => {
                 self.txn = Some(Transaction { session: s, staged: self.committed.clone() });
                 Ok(())
@@ -474,6 +526,17 @@ impl Engine {
         self.committed.filters.values()
     }
 
+    /// Filters as session `s` sees them, in id order: the staged state of its open
+    /// transaction (what `FwpmFilterEnum0` inside the transaction returns), otherwise the
+    /// committed state.
+    pub fn filters_visible_to(&self, s: SessionId) -> impl Iterator<Item = &Filter> {
+        let tables = match &self.txn {
+            Some(t) if t.session == s => &t.staged,
+            _ => &self.committed,
+        };
+        tables.filters.values()
+    }
+
     /// A committed filter.
     pub fn filter(&self, id: FilterId) -> Option<&Filter> {
         self.committed.filters.get(&id)
@@ -501,7 +564,9 @@ impl Engine {
         let session = self.sessions.get(&s).ok_or(EngineError::UnknownSession(s))?;
         match &mut self.txn {
             Some(t) if t.session == s => op(&mut t.staged, session, &mut self.last_filter),
-            Some(t) => Err(EngineError::TransactionLocked { holder: t.session }),
+            Some(t) => {
+                Err(EngineError::TransactionLocked { holder: t.session, waited_ms: session.txn_wait_timeout_ms })
+            }
             None => {
                 let mut next = self.committed.clone();
                 let out = op(&mut next, session, &mut self.last_filter)?;
@@ -683,6 +748,9 @@ fn add_filter(
 fn check_conditions(spec: &FilterSpec) -> Result<(), EngineError> {
     let invalid = |reason: String| EngineError::InvalidCondition { filter: spec.name.clone(), reason };
     for c in &spec.conditions {
+        if !c.fits(spec.layer) {
+            return Err(invalid(format!("condition {:?} does not exist at layer {}", c.field(), spec.layer)));
+        }
         match c {
             Condition::RemoteAddr(p) | Condition::LocalAddr(p) if p.is_ipv6() != spec.layer.is_ipv6() => {
                 return Err(invalid(format!("address condition {p} does not fit layer {}", spec.layer)));

@@ -13,7 +13,9 @@ pub const AUTO_WEIGHT_MAX: u64 = u64::MAX >> 4;
 /// Largest weight range index (`FWPM_WEIGHT_RANGE_MAX`).
 pub const WEIGHT_RANGE_MAX: u8 = 15;
 
-/// The four ALE authorization layers the model implements.
+/// The layers the model implements: the four ALE authorization layers, where flows are
+/// authorized with process identity, and the two native MAC-frame (L2) layers that traffic
+/// of a Hyper-V guest crosses on its way through the host's virtual switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Layer {
     /// `FWPM_LAYER_ALE_AUTH_CONNECT_V4`: outbound connect / first outbound datagram.
@@ -24,12 +26,34 @@ pub enum Layer {
     AleAuthRecvAcceptV4,
     /// `FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V6`.
     AleAuthRecvAcceptV6,
+    /// `FWPM_LAYER_INBOUND_MAC_FRAME_NATIVE`: a frame entering the host's network stack
+    /// or virtual switch at L2. Carries no process identity and no IP fields.
+    InboundMacFrameNative,
+    /// `FWPM_LAYER_OUTBOUND_MAC_FRAME_NATIVE`: a frame leaving at L2.
+    OutboundMacFrameNative,
 }
 
 impl Layer {
-    /// Every modelled layer, in a fixed order.
+    /// The four ALE authorization layers, in a fixed order (what VPN and zero-trust
+    /// clients install their rule sets at).
     pub const ALL: [Layer; 4] =
         [Layer::AleAuthConnectV4, Layer::AleAuthConnectV6, Layer::AleAuthRecvAcceptV4, Layer::AleAuthRecvAcceptV6];
+
+    /// The two native MAC-frame layers (inbound, outbound).
+    pub const MAC_FRAME: [Layer; 2] = [Layer::InboundMacFrameNative, Layer::OutboundMacFrameNative];
+
+    /// The native MAC-frame layer a frame of this direction crosses.
+    pub fn mac_frame(direction: Direction) -> Layer {
+        match direction {
+            Direction::Inbound => Layer::InboundMacFrameNative,
+            Direction::Outbound => Layer::OutboundMacFrameNative,
+        }
+    }
+
+    /// Whether this is an ALE layer (flows, process identity, IP fields).
+    pub fn is_ale(&self) -> bool {
+        !matches!(self, Layer::InboundMacFrameNative | Layer::OutboundMacFrameNative)
+    }
 
     /// The layer at which a flow of this direction and family is authorized.
     pub fn for_direction(direction: Direction, ipv6: bool) -> Layer {
@@ -48,10 +72,12 @@ impl Layer {
             Layer::AleAuthConnectV6 => "FWPM_LAYER_ALE_AUTH_CONNECT_V6",
             Layer::AleAuthRecvAcceptV4 => "FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4",
             Layer::AleAuthRecvAcceptV6 => "FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V6",
+            Layer::InboundMacFrameNative => "FWPM_LAYER_INBOUND_MAC_FRAME_NATIVE",
+            Layer::OutboundMacFrameNative => "FWPM_LAYER_OUTBOUND_MAC_FRAME_NATIVE",
         }
     }
 
-    /// Whether this is an IPv6 layer.
+    /// Whether this is an IPv6 layer (the L2 layers are neither family).
     pub fn is_ipv6(&self) -> bool {
         matches!(self, Layer::AleAuthConnectV6 | Layer::AleAuthRecvAcceptV6)
     }
@@ -127,6 +153,20 @@ pub enum Lifetime {
     /// `FWPM_FILTER_FLAG_BOOTTIME`: stored until deleted, active only from the TCP/IP
     /// driver's start until BFE finishes initializing, at every boot.
     BootTime,
+}
+
+impl Lifetime {
+    /// The lifetime a filter added from a non-dynamic session gets from its flags.
+    /// `FWPM_FILTER_FLAG_PERSISTENT` and `FWPM_FILTER_FLAG_BOOTTIME` "cannot be set
+    /// together": that combination is `None`.
+    pub fn from_flags(persistent: bool, boot_time: bool) -> Option<Lifetime> {
+        match (persistent, boot_time) {
+            (false, false) => Some(Lifetime::Static),
+            (true, false) => Some(Lifetime::Persistent),
+            (false, true) => Some(Lifetime::BootTime),
+            (true, true) => None,
+        }
+    }
 }
 
 /// Errors from [`AppId::from_image_path`].
@@ -385,8 +425,12 @@ pub enum Condition {
     Protocol(Protocol),
     /// `FWPM_CONDITION_FLAGS` with `FWP_CONDITION_FLAG_IS_LOOPBACK` all set.
     Loopback,
-    /// `FWPM_CONDITION_IP_LOCAL_INTERFACE`: interface LUID equality.
+    /// `FWPM_CONDITION_IP_LOCAL_INTERFACE` (ALE) / `FWPM_CONDITION_INTERFACE` (L2):
+    /// interface LUID equality.
     InterfaceLuid(u64),
+    /// `FWPM_CONDITION_L2_FLAGS` with `FWP_CONDITION_L2_IS_VM2VM` all set: a frame between
+    /// two virtual machines on the same virtual switch. Only at the MAC-frame layers.
+    Vm2Vm,
 }
 
 /// The field a condition tests: same-field conditions are OR'ed, different fields AND'ed.
@@ -408,8 +452,10 @@ pub enum ConditionField {
     Protocol,
     /// `FLAGS`.
     Flags,
-    /// `IP_LOCAL_INTERFACE`.
+    /// `IP_LOCAL_INTERFACE` / `INTERFACE`.
     InterfaceLuid,
+    /// `L2_FLAGS`.
+    L2Flags,
 }
 
 impl Condition {
@@ -425,6 +471,17 @@ impl Condition {
             Condition::Protocol(_) => ConditionField::Protocol,
             Condition::Loopback => ConditionField::Flags,
             Condition::InterfaceLuid(_) => ConditionField::InterfaceLuid,
+            Condition::Vm2Vm => ConditionField::L2Flags,
+        }
+    }
+
+    /// Whether the condition's field exists at `layer`: the MAC-frame layers carry no
+    /// process identity and no IP/transport fields; the ALE layers carry no L2 flags.
+    pub fn fits(&self, layer: Layer) -> bool {
+        match self.field() {
+            ConditionField::InterfaceLuid => true,
+            ConditionField::L2Flags => !layer.is_ale(),
+            _ => layer.is_ale(),
         }
     }
 }
@@ -493,6 +550,11 @@ impl FilterSpec {
             lifetime: Lifetime::Static,
             conditions: Vec::new(),
         }
+    }
+
+    /// The same spec at another layer (rule sets repeat one filter at several layers).
+    pub fn with_layer(&self, layer: Layer) -> FilterSpec {
+        FilterSpec { layer, ..self.clone() }
     }
 }
 

@@ -50,10 +50,24 @@ pub enum PacketVerdict {
     Closed,
 }
 
+/// The host's IP receive model (`netsh interface ipv4 set interface ... weakhostreceive`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum HostModel {
+    /// Strong host (the Windows default): a packet is tied to the interface it arrived
+    /// on; a different arrival interface is not a reauthorization trigger.
+    #[default]
+    Strong,
+    /// Weak host: packets of a flow may arrive on any interface, and one arriving on an
+    /// interface other than the flow's triggers reauthorization (MS "ALE Reauthorization").
+    Weak,
+}
+
 /// The ALE flow table.
 ///
 /// Reauthorization re-classifies the flow's original context (with `reauthorize` set) at
-/// the flow's own layer, whatever the packet's direction.
+/// the flow's own layer, whatever the packet's direction. It is triggered by a filter
+/// added or deleted at that layer since the last authorization, and, in the weak-host
+/// model, by a packet arriving on another interface than the flow's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FlowTable {
     flows: BTreeMap<FlowId, Flow>,
@@ -87,21 +101,45 @@ impl FlowTable {
         (Some(id), decision)
     }
 
-    /// A packet (either direction) on flow `id`: passes, or is reauthorized if the flow's
-    /// layer changed since it was last authorized.
+    /// A packet (either direction) on flow `id`, on the flow's own interface: passes, or
+    /// is reauthorized if the flow's layer changed since it was last authorized.
     pub fn on_packet(&mut self, engine: &Engine, id: FlowId) -> PacketVerdict {
+        self.on_packet_via(engine, id, None, HostModel::Strong)
+    }
+
+    /// A packet on flow `id` that arrived on interface `arrival_luid` (`None`: the flow's
+    /// own). In the weak-host model an arrival interface other than the flow's triggers
+    /// reauthorization of the context with that interface; if it is permitted, the flow
+    /// continues on the new interface. In the strong-host model the arrival interface
+    /// never triggers reauthorization (whether the stack would even deliver such a packet
+    /// is an IP-layer question the model leaves out).
+    pub fn on_packet_via(
+        &mut self,
+        engine: &Engine,
+        id: FlowId,
+        arrival_luid: Option<u64>,
+        host: HostModel,
+    ) -> PacketVerdict {
         let Some(flow) = self.flows.get_mut(&id).filter(|f| f.open) else {
             return PacketVerdict::Closed;
         };
         let generation = engine.layer_generation(flow.layer);
-        if generation == flow.authorized_generation {
+        let moved = match (host, arrival_luid) {
+            (HostModel::Weak, Some(luid)) if flow.context.interface_luid != Some(luid) => Some(luid),
+            _ => None,
+        };
+        if generation == flow.authorized_generation && moved.is_none() {
             return PacketVerdict::Pass;
         }
         let mut ctx = flow.context.clone();
         ctx.reauthorize = true;
+        if let Some(luid) = moved {
+            ctx.interface_luid = Some(luid);
+        }
         let decision = engine.classify(&ctx);
         if decision.is_permit() {
             flow.authorized_generation = generation;
+            flow.context.interface_luid = ctx.interface_luid;
             PacketVerdict::Reauthorized(decision)
         } else {
             flow.open = false;

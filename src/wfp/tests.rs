@@ -273,6 +273,9 @@ fn transaction_invisible_until_commit() {
     assert_eq!(e.filters().count(), 0);
     assert!(allowed(&e, None));
     assert_eq!(gens(&e), (0, 0));
+    assert_eq!(ids(e.filters_visible_to(s)), vec![a, b], "the holder sees its staged state");
+    let other = e.open_session(200, "other", false).unwrap();
+    assert_eq!(e.filters_visible_to(other).count(), 0, "others see the committed state");
     let cs = e.commit_transaction(s).unwrap();
     assert_eq!(cs.added, vec![a, b]);
     assert!(cs.deleted.is_empty(), "added then deleted inside a transaction is invisible");
@@ -287,7 +290,7 @@ fn abort_discards_and_lock_is_exclusive() {
     let other = e.open_session(200, "other", false).unwrap();
     e.begin_transaction(s).unwrap();
     assert_eq!(err(e.begin_transaction(s)), "session 1 already has a transaction in progress");
-    let locked = "the transaction lock is held by session 1";
+    let locked = "the transaction lock is held by session 1 (caller's lock wait: 15000 ms)";
     assert_eq!(err(e.begin_transaction(other)), locked);
     assert_eq!(err(e.add_sublayer(other, "x", None, 1, false)), locked);
     assert_eq!(err(e.commit_transaction(other)), "session 2 has no transaction in progress");
@@ -565,4 +568,90 @@ fn boot_time_filters_act_only_until_bfe_starts() {
     let bad = FilterSpec { lifetime: Lifetime::BootTime, ..block_all() };
     let msg = "persistent filter `block-all` requires sublayer `lockstep` to be persistent";
     assert_eq!(err(e2.add_filter(s, bad)), msg);
+}
+
+#[test]
+fn arrival_interface_triggers_reauthorization_only_in_the_weak_host_model() {
+    let (mut e, s) = setup(false);
+    let eth =
+        FilterSpec { conditions: vec![Condition::InterfaceLuid(1)], ..spec("eth-only", Action::Permit, 15, vec![]) };
+    e.add_filter(s, eth).unwrap();
+    e.add_filter(s, block_all()).unwrap();
+    let mut flows = FlowTable::new();
+    let mut c = ctx(None, "203.0.113.10:443");
+    c.interface_luid = Some(1);
+    let (id, d) = flows.authorize_new(&e, 5, c);
+    let id = id.unwrap();
+    assert_eq!(d.filter_name.as_deref(), Some("eth-only"));
+    // Strong host: the arrival interface is no trigger.
+    assert_eq!(flows.on_packet_via(&e, id, Some(2), HostModel::Strong), PacketVerdict::Pass);
+    // Weak host, same interface: no trigger either.
+    assert_eq!(flows.on_packet_via(&e, id, Some(1), HostModel::Weak), PacketVerdict::Pass);
+    assert_eq!(flows.on_packet_via(&e, id, None, HostModel::Weak), PacketVerdict::Pass);
+    // Weak host, another interface: reauthorized with that interface, and blocked here.
+    match flows.on_packet_via(&e, id, Some(2), HostModel::Weak) {
+        PacketVerdict::TornDown(d) => assert_eq!(d.filter_name.as_deref(), Some("block-all")),
+        other => panic!("expected teardown, got {other:?}"),
+    }
+    // A permitted move continues the flow on the new interface.
+    let any = spec("any-if", Action::Permit, 14, vec![Condition::InterfaceLuid(1), Condition::InterfaceLuid(3)]);
+    e.add_filter(s, any).unwrap();
+    let mut c = ctx(None, "203.0.113.10:443");
+    c.interface_luid = Some(1);
+    let id = flows.authorize_new(&e, 5, c).0.unwrap();
+    assert!(matches!(flows.on_packet_via(&e, id, Some(3), HostModel::Weak), PacketVerdict::Reauthorized(_)));
+    assert_eq!(flows.get(id).and_then(|f| f.context.interface_luid), Some(3));
+    assert_eq!(flows.on_packet_via(&e, id, Some(3), HostModel::Weak), PacketVerdict::Pass);
+    assert_eq!(HostModel::default(), HostModel::Strong);
+}
+
+#[test]
+fn guest_frames_cross_only_the_mac_frame_layers() {
+    let (mut e, s) = setup(false);
+    for layer in Layer::ALL {
+        e.add_filter(s, FilterSpec::new("ale-block-all", layer, SL, Action::Block)).unwrap();
+    }
+    let frame = ClassifyContext::mac_frame(Direction::Outbound, Some(7), false);
+    assert_eq!(e.classify(&frame), Decision::default_permit(), "an ALE block-all does not see guest frames");
+    let l2_block = |layer| FilterSpec::new("l2-block", layer, SL, Action::Block);
+    let vm2vm = |layer| {
+        FilterSpec { conditions: vec![Condition::Vm2Vm], ..spec("vm2vm", Action::Permit, 15, vec![]) }.with_layer(layer)
+    };
+    for layer in Layer::MAC_FRAME {
+        e.add_filter(s, l2_block(layer)).unwrap();
+        e.add_filter(s, vm2vm(layer)).unwrap();
+    }
+    assert_eq!(e.classify(&frame).filter_name.as_deref(), Some("l2-block"));
+    let between_vms = ClassifyContext::mac_frame(Direction::Inbound, Some(7), true);
+    assert_eq!(e.classify(&between_vms).filter_name.as_deref(), Some("vm2vm"));
+    // Fields that do not exist at a layer are rejected.
+    let bad = FilterSpec { conditions: vec![Condition::RemotePort(53)], ..l2_block(Layer::OutboundMacFrameNative) };
+    let msg = "filter `l2-block`: condition RemotePort does not exist at layer FWPM_LAYER_OUTBOUND_MAC_FRAME_NATIVE";
+    assert_eq!(err(e.add_filter(s, bad)), msg);
+    let bad = FilterSpec { conditions: vec![Condition::Vm2Vm], ..block_all() };
+    assert!(err(e.add_filter(s, bad)).contains("L2Flags does not exist at layer FWPM_LAYER_ALE_AUTH_CONNECT_V4"));
+    assert!(Layer::MAC_FRAME.iter().all(|l| !l.is_ale() && !l.is_ipv6()) && Layer::ALL.iter().all(Layer::is_ale));
+}
+
+#[test]
+fn lock_wait_is_the_session_setting() {
+    let (mut e, s) = setup(false);
+    let waits =
+        e.open_session_with(200, "waits", SessionOptions { dynamic: true, txn_wait_timeout_ms: INFINITE_TXN_WAIT });
+    let waits = waits.unwrap();
+    let default = e.open_session(300, "default", false).unwrap();
+    assert_eq!(e.session(default).map(|s| s.txn_wait_timeout_ms), Ok(DEFAULT_TXN_WAIT_TIMEOUT_MS));
+    assert_eq!(DEFAULT_TXN_WAIT_TIMEOUT_MS, 15_000);
+    e.begin_transaction(s).unwrap();
+    assert_eq!(e.begin_transaction(default), Err(EngineError::TransactionLocked { holder: s, waited_ms: 15_000 }));
+    let msg = "the transaction lock is held by session 1 (caller's lock wait: infinite)";
+    assert_eq!(err(e.add_filter(waits, block_all())), msg);
+}
+
+#[test]
+fn persistent_and_boot_time_flags_are_exclusive() {
+    assert_eq!(Lifetime::from_flags(false, false), Some(Lifetime::Static));
+    assert_eq!(Lifetime::from_flags(true, false), Some(Lifetime::Persistent));
+    assert_eq!(Lifetime::from_flags(false, true), Some(Lifetime::BootTime));
+    assert_eq!(Lifetime::from_flags(true, true), None);
 }
