@@ -3,6 +3,7 @@
 mod architecture;
 mod determinism;
 mod device_network;
+mod nftables;
 mod oracle_can_fail;
 mod real_mode;
 mod scenario_files;
