@@ -122,6 +122,22 @@ fn check(cmd: Command, stdin: Option<&str>) -> Result<Output, NftError> {
     Ok(out)
 }
 
+/// A command for a system tool: nft, ip and ss live in `/usr/sbin`, which
+/// an unprivileged user's PATH often lacks, so it is appended.
+fn tool(program: &str) -> Command {
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<std::path::PathBuf> = std::env::split_paths(&path).collect();
+    for sbin in ["/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|d| d.as_os_str() == sbin) {
+            path.push(":");
+            path.push(sbin);
+        }
+    }
+    let mut cmd = Command::new(program);
+    cmd.env("PATH", path);
+    cmd
+}
+
 /// Whether `/sys/fs/cgroup` in this mount namespace is a cgroup2 mount.
 fn host_cgroup2_at_default() -> bool {
     std::fs::read_to_string("/proc/self/mounts")
@@ -185,11 +201,11 @@ impl NftFirewall {
     pub fn command(&self, program: &str) -> Command {
         match &self.config.netns {
             Some(ns) => {
-                let mut c = Command::new("ip");
+                let mut c = tool("ip");
                 c.args(["netns", "exec", ns, program]);
                 c
             }
-            None => Command::new(program),
+            None => tool(program),
         }
     }
 
@@ -234,11 +250,11 @@ impl NftFirewall {
             c.args(["-c", MOUNT_AND_LOAD]);
             c
         } else if host_cgroup2_at_default() {
-            let mut c = Command::new("nft");
+            let mut c = tool("nft");
             c.args(["-f", "-"]);
             c
         } else {
-            let mut c = Command::new("unshare");
+            let mut c = tool("unshare");
             c.args(["--mount", "--propagation", "private", "sh", "-c", MOUNT_AND_LOAD]);
             c
         };

@@ -45,8 +45,17 @@ pub const FAST: Duration = Duration::from_millis(1500);
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// A system tool, found in `/usr/sbin` and `/sbin` too (a non-root PATH
+/// often lacks them).
+fn tool(program: &str) -> Command {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut cmd = Command::new(program);
+    cmd.env("PATH", format!("{path}:/usr/sbin:/sbin"));
+    cmd
+}
+
 fn sh(argv: &[&str]) -> Result<(), String> {
-    let out = Command::new(argv[0]).args(&argv[1..]).output().map_err(|e| format!("{}: {e}", argv[0]))?;
+    let out = tool(argv[0]).args(&argv[1..]).output().map_err(|e| format!("{}: {e}", argv[0]))?;
     if !out.status.success() {
         return Err(format!("`{}`: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
     }
@@ -60,7 +69,7 @@ pub fn missing_prerequisite() -> Option<String> {
         return Some("not running as root".into());
     }
     for (tool, arg) in [("nft", "--version"), ("ip", "-V"), ("setpriv", "--version"), ("timeout", "--version")] {
-        match Command::new(tool).arg(arg).output() {
+        match self::tool(tool).arg(arg).output() {
             Ok(o) if o.status.success() => {}
             _ => return Some(format!("`{tool}` is missing")),
         }
