@@ -755,3 +755,46 @@ fn nftables_unmapped_process_is_an_error_and_changes_nothing() {
     assert!(e.0.contains("auth-window"), "{e}");
     assert_through(&lab.probe(&Who::Root, lab.idp(AUTH_PORT)), "still open");
 }
+
+// The kernel primitive a dynamic (fail-open) lifetime would rest on, the
+// counterpart of a WFP dynamic session: a table with `flags owner` belongs
+// to the netlink socket of the nft process that created it and vanishes
+// when that process dies. The backend itself loads ordinary (fail-closed,
+// "static") tables; this pins the fact for the conformance suite.
+#[test]
+fn nftables_owner_table_vanishes_with_its_process() {
+    let Some(lab) = lab("owner") else { return };
+    let mut holder = tool("ip")
+        .args(["netns", "exec", &lab.client_ns, "nft", "-i"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nft -i");
+    let mut stdin = holder.stdin.take().expect("piped");
+    // One line is one batch in interactive mode.
+    stdin
+        .write_all(
+            b"add table inet owned { flags owner; }; add chain inet owned output { type filter hook output \
+              priority filter; policy drop; }\n",
+        )
+        .unwrap();
+    stdin.flush().unwrap();
+    let listed = |lab: &Lab| {
+        let out = tool("ip").args(["netns", "exec", &lab.client_ns, "nft", "list", "tables"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("table inet owned")
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !listed(&lab) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(listed(&lab), "the owner table exists while nft runs");
+    // Another process cannot replace or delete it.
+    let foreign =
+        tool("ip").args(["netns", "exec", &lab.client_ns, "nft", "delete", "table", "inet", "owned"]).output().unwrap();
+    assert!(!foreign.status.success(), "only the owner may delete it");
+    // The owner dies (as an agent would crash): the table goes with it.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(!listed(&lab), "the owner table outlived its process");
+}
