@@ -653,7 +653,7 @@ fn nftables_lockdown_can_destroy_idle_flows() {
         let p = idle.next();
         let a = auth.next();
         // The auth flow to its endpoint is never destroyed.
-        assert!(a.stdout.contains("read:142:") || a.stdout.contains("read:1"), "{a:?}");
+        assert!(a.stdout.contains("read:142:"), "the auth flow only timed out waiting: {a:?}");
         assert!(a.elapsed >= Duration::from_millis(1900), "auth flow kept: {a:?}");
         if cut {
             assert_eq!(fw.last_cut(), &CutReport::Killed { sockets: 1 }, "{p:?}");
