@@ -18,6 +18,7 @@ pub mod input;
 pub mod jose;
 pub mod mfa;
 pub mod net;
+pub mod nft;
 pub mod oauth;
 pub mod oracle;
 pub mod origin;

@@ -79,6 +79,8 @@ fn modules_import_only_what_their_layer_allows() {
                 "policy",
                 "totp",
                 "authenticator",
+                // The real nftables backend: agent-side, never the harness.
+                "nft",
             ]
             .contains(&module)
         {
@@ -125,6 +127,27 @@ fn the_mfa_policy_is_pure() {
     for (path, text) in sources("src").into_iter().filter(|(p, _)| p == "src/policy.rs") {
         for banned in ["tokio", "async fn", "Instant", "SystemTime", "rand::", "HashMap", "HashSet", "crate::"] {
             assert!(!text.contains(banned), "{path} contains `{banned}`");
+        }
+    }
+}
+
+#[test]
+fn only_the_real_firewall_backend_runs_commands() {
+    // Spawning processes is real-mode only: the nftables backend runs
+    // `nft`, `ip` and `ss`; nothing else in the library starts a process.
+    for (path, text) in sources("src") {
+        if path.starts_with("src/nft/") {
+            continue;
+        }
+        for banned in ["std::process::Command", "Command::new", "process::Stdio"] {
+            assert!(!text.contains(banned), "{path} uses `{banned}`: only src/nft may run commands");
+        }
+    }
+    // And the simulated world never reaches the real backend.
+    for (path, text) in sources("src") {
+        let module = module_of(&path);
+        if ["world", "device", "scenario", "oracle", "agent", "wfp", "net"].contains(&module) {
+            assert!(!text.contains("crate::nft"), "{path} uses the real nftables backend");
         }
     }
 }

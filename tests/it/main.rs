@@ -4,6 +4,7 @@ mod architecture;
 mod conformance;
 mod determinism;
 mod device_network;
+mod nftables;
 mod oracle_can_fail;
 mod real_mode;
 mod scenario_files;
