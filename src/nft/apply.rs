@@ -213,7 +213,18 @@ impl NftFirewall {
     /// its configured identity, each remote becomes a TCP endpoint. A
     /// process without an identity is an error (the exception is not
     /// silently dropped, and nothing is applied).
+    ///
+    /// The Windows service SID of an exception has no Linux counterpart: the
+    /// configured identity (uid and/or cgroup) is what scopes the process.
+    /// Endpoints must be single hosts with a port; the LAN setting and the
+    /// IPv4-only fault are not expressed (an error, never a silent drop).
     pub fn policy_for(&self, lockdown: &LockdownPolicy) -> Result<NftPolicy, NftError> {
+        if lockdown.allow_lan {
+            return Err(NftError::Unsupported { what: "allow_lan (private destinations while locked)".into() });
+        }
+        if lockdown.danger_ipv4_only {
+            return Err(NftError::Unsupported { what: "danger_ipv4_only".into() });
+        }
         let mut exceptions = Vec::new();
         for (index, ex) in lockdown.exceptions.iter().enumerate() {
             let identity = self
@@ -221,17 +232,25 @@ impl NftFirewall {
                 .identities
                 .get(&ex.process)
                 .ok_or_else(|| NftError::UnmappedProcess { process: ex.process.clone(), index })?;
-            exceptions.push(NftException {
-                process: ex.process.clone(),
-                identity: identity.clone(),
-                remote: ex.remote.iter().copied().map(Endpoint::tcp).collect(),
-            });
+            let mut remote = Vec::new();
+            for (j, r) in ex.remote.iter().enumerate() {
+                let host = r.prefix.prefix_len() == if r.is_ipv6() { 128 } else { 32 };
+                match (host, r.port) {
+                    (true, Some(port)) => remote.push(Endpoint::tcp(std::net::SocketAddr::new(r.prefix.addr(), port))),
+                    _ => {
+                        return Err(NftError::Unsupported {
+                            what: format!("exceptions[{index}].remote[{j}] = {r} (only one host and port)"),
+                        });
+                    }
+                }
+            }
+            exceptions.push(NftException { process: ex.process.clone(), identity: identity.clone(), remote });
         }
         Ok(NftPolicy {
             table: self.config.table.clone(),
             exceptions,
             allow_loopback: lockdown.allow_loopback,
-            allow_dhcp: self.config.allow_dhcp,
+            allow_dhcp: self.config.allow_dhcp && lockdown.allow_dhcp,
             allow_ndp: self.config.allow_ndp,
             ct_mark: self.config.ct_mark,
         })

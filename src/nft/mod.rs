@@ -55,6 +55,12 @@ pub enum NftError {
         /// Index of the exception.
         index: usize,
     },
+    /// A lockdown setting or exception this backend cannot express yet.
+    #[error("the nftables backend cannot express {what}")]
+    Unsupported {
+        /// What, naming the policy field.
+        what: String,
+    },
     /// A command could not be started or fed.
     #[error("cannot run {command}: {source}")]
     Spawn {

@@ -160,6 +160,11 @@ fn backend(identities: &[(&str, LinuxIdentity)]) -> NftFirewall {
     NftFirewall::new(config).unwrap()
 }
 
+fn ep(s: &str) -> crate::agent::firewall::Endpoint {
+    let a = sa(s);
+    crate::agent::firewall::Endpoint::host(a.ip(), a.port())
+}
+
 #[test]
 fn the_agents_lockdown_maps_to_linux_identities_by_process_name() {
     let fw = backend(&[("auth-window", LinuxIdentity::uid(4242))]);
@@ -167,9 +172,13 @@ fn the_agents_lockdown_maps_to_linux_identities_by_process_name() {
         exceptions: vec![Exception {
             process: "auth-window".into(),
             app_id: AppId::from_image_path(r"C:\Program Files\Lockstep\auth.exe").unwrap(),
-            remote: vec![sa("127.0.100.2:443"), sa("[fd00::2]:8443")],
+            service_sid: None,
+            remote: vec![ep("127.0.100.2:443"), ep("[fd00::2]:8443")],
         }],
         allow_loopback: false,
+        allow_lan: false,
+        allow_dhcp: true,
+        danger_ipv4_only: false,
     };
     let p = fw.policy_for(&lockdown).unwrap();
     assert_eq!(p.table.as_str(), "lockstep");

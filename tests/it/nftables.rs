@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lockstep::agent::firewall::{Exception, Firewall, LockdownPolicy};
+use lockstep::agent::firewall::{Endpoint, Exception, Firewall, LockdownPolicy};
 use lockstep::nft::{CgroupPath, CutReport, LinuxIdentity, NftConfig, NftError, NftFirewall, TableName};
 use lockstep::wfp::AppId;
 
@@ -320,12 +320,16 @@ impl Lab {
             exceptions: vec![Exception {
                 process: "auth-window".into(),
                 app_id: AppId::from_image_path(r"C:\Program Files\Lockstep\auth-window.exe").unwrap(),
+                service_sid: None,
                 remote: vec![
-                    SocketAddr::new(IpAddr::V4(self.server_v4), AUTH_PORT),
-                    SocketAddr::new(IpAddr::V6(self.server_v6), AUTH_PORT),
+                    Endpoint::host(IpAddr::V4(self.server_v4), AUTH_PORT),
+                    Endpoint::host(IpAddr::V6(self.server_v6), AUTH_PORT),
                 ],
             }],
             allow_loopback: true,
+            allow_lan: false,
+            allow_dhcp: true,
+            danger_ipv4_only: false,
         }
     }
 
