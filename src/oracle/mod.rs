@@ -150,7 +150,8 @@ struct Oracle {
     sessions: BTreeMap<String, SessionLife>,
     flows: BTreeMap<u64, FlowInfo>,
     reported_flows: BTreeSet<u64>,
-    reported_e3: BTreeSet<u64>,
+    /// (flow, window start) pairs already reported: each flow once per window.
+    reported_e3: BTreeSet<(u64, u64)>,
     windows: Vec<Window>,
     levers: Vec<OpenLever>,
     interactive_user: String,
@@ -344,7 +345,7 @@ impl Oracle {
             return;
         }
         if let Some(f) = flow
-            && !self.reported_e3.insert(f)
+            && !self.reported_e3.insert((f, window.began))
         {
             return;
         }
