@@ -229,6 +229,8 @@ struct Device {
     sessions: BTreeMap<String, Session>,
     generation: BTreeMap<LayerName, u64>,
     flows: BTreeMap<String, Flow>,
+    /// Counters at the end of the last observation (empty after a table replacement, which zeroes them).
+    last_counters: Counters,
 }
 
 /// Counter of one rule: (hook 0 = output / 1 = input, chain rank, rule index) → (filter, rejects, packets).
@@ -376,6 +378,7 @@ impl Device {
             sessions: BTreeMap::new(),
             generation: BTreeMap::new(),
             flows: BTreeMap::new(),
+            last_counters: Counters::new(),
         };
         dev.network(case).map_err(CaseError::Backend)?;
         Ok(dev)
@@ -606,6 +609,7 @@ impl Device {
             }
         }
         self.committed = policy;
+        self.last_counters.clear();
         Ok(())
     }
 
@@ -770,6 +774,7 @@ impl Device {
         };
         let elapsed = start.elapsed();
         let after = self.counters();
+        self.last_counters = after.clone();
         if ok {
             return Ok(Observation::Verdict {
                 verdict: Verdict::Permit,
@@ -791,7 +796,9 @@ impl Device {
 
     fn packet(&mut self, flow: &str) -> Observation {
         let closed = Observation::Packet { outcome: PacketOutcome::Closed, decided_by: None };
-        let before = self.counters();
+        // Since the last observation, not since this step: a flow's own delayed ACK, sent right after a policy
+        // change, is its next packet and may be the one the new rules judge.
+        let before = self.last_counters.clone();
         let Some(f) = self.flows.get_mut(flow) else { return closed };
         if !f.alive() {
             self.flows.remove(flow);
@@ -802,6 +809,7 @@ impl Device {
         let changed = f.seen != now;
         f.seen = now;
         let after = self.counters();
+        self.last_counters = after.clone();
         if !ok {
             self.flows.remove(flow);
             return Observation::Packet {
