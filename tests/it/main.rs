@@ -4,6 +4,7 @@ mod architecture;
 mod conformance;
 mod determinism;
 mod device_network;
+mod nft_conformance;
 mod nftables;
 mod oracle_can_fail;
 mod real_mode;

@@ -54,7 +54,8 @@ fn tool(program: &str) -> Command {
     cmd
 }
 
-fn sh(argv: &[&str]) -> Result<(), String> {
+/// Runs a system tool; `Err` carries its stderr.
+pub fn sh(argv: &[&str]) -> Result<(), String> {
     let out = tool(argv[0]).args(&argv[1..]).output().map_err(|e| format!("{}: {e}", argv[0]))?;
     if !out.status.success() {
         return Err(format!("`{}`: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
