@@ -594,6 +594,13 @@ pub const DHCP_PROCESS: &str = "dhcp-client";
 pub const DHCP_IMAGE: &str = r"C:\Windows\System32\svchost.exe";
 
 impl LabConfig {
+    /// How many hosts run software in a simulation of this lab (declared hosts that no
+    /// component claims cost nothing).
+    pub fn running_hosts(&self) -> usize {
+        // idp, gateway, mfa, web, attacker, device; the origins; the web's extra sites.
+        6 + self.origins.len() + self.web.also.len()
+    }
+
     /// Parses and validates a lab file.
     pub fn parse(source: &Source) -> Result<(LabConfig, Resolved), InputError> {
         let config: LabConfig = toml::from_str(&source.text).map_err(|e| source.toml_error(&e))?;
