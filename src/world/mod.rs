@@ -477,8 +477,18 @@ impl Driver<'_> {
 impl Driver<'_> {
     fn os_event(&mut self, event: OsEvent) -> Result<Outcome, SimFailure> {
         let lever = matches!(event, OsEvent::CaptivePortal | OsEvent::AdminOverride(_));
+        let portal = event == OsEvent::CaptivePortal;
         Ok(match self.device(|reply| DeviceCommand::Os { event, reply })? {
-            Reply::Got(Ok(_)) => Outcome::Ok,
+            Reply::Got(Ok(what)) => {
+                let finding = format!(
+                    "captive-portal lever {what}: meanwhile the browser may reach any host on ports 80 and 443, \
+                     so a network that merely claims a portal buys the browser that much web access"
+                );
+                if portal && what.starts_with("opened") && !self.findings.contains(&finding) {
+                    self.findings.push(finding);
+                }
+                Outcome::Ok
+            }
             Reply::Got(Err(_)) if lever => Outcome::Refused,
             Reply::Got(Err(e)) => Outcome::Failed(e),
             Reply::NotRunning => Outcome::Failed("the device is not running".into()),
