@@ -319,14 +319,10 @@ impl Agent {
         self.next_poll = self.session.as_ref().map(|_| self.clock.now().plus(self.settings.session_poll));
     }
 
+    /// Drops the session (and the saved one) and re-locks (a user switch, an organization change).
     fn forget_session(&mut self, reason: &str) {
         self.platform.save_session(None);
-        self.close_lever_silently();
         self.session_ended(reason);
-        if self.settings.danger_forget_relock {
-            return;
-        }
-        self.set_state(AgentState::Locked, reason);
     }
 
     fn open_captive_portal(&mut self) -> Result<String, String> {
