@@ -56,10 +56,8 @@
 //! transaction lock between sessions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -103,11 +101,7 @@ impl UdpEcho {
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let socket = (|| {
-                let ns = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-                // SAFETY: a valid namespace fd; setns changes only this thread.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-                }
+                crate::nftables::enter_netns(&path)?;
                 let s = UdpSocket::bind(addr).map_err(|e| format!("bind udp {addr}: {e}"))?;
                 s.set_read_timeout(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
                 Ok(s)

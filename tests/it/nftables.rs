@@ -137,6 +137,17 @@ impl Probe {
     }
 }
 
+/// Moves the calling thread into the network namespace at `path`
+/// (`/run/netns/NAME`); sockets it creates afterwards live there.
+pub fn enter_netns(path: &str) -> Result<(), String> {
+    let ns = File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    // SAFETY: a valid namespace fd; setns changes only this thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// A TCP echo server (one line back per line) in a namespace: a thread of
 /// the test process that entered the namespace with `setns` before binding.
 pub struct EchoServer {
@@ -152,11 +163,7 @@ impl EchoServer {
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let listener = (|| {
-                let ns = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-                // SAFETY: a valid namespace fd; setns changes only this thread.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-                }
+                enter_netns(&path)?;
                 let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
                 l.set_nonblocking(true).map_err(|e| e.to_string())?;
                 Ok(l)
