@@ -435,8 +435,7 @@ impl Windows {
                 let _ = reply.send(self.kill(&process));
             }
             DeviceCommand::Start { process, reply } => {
-                let running = self.state().processes.values().any(|p| p.name == process);
-                let result = if running {
+                let result = if self.running(&process).is_some() {
                     Err(format!("`{process}` is already running"))
                 } else if !self.inner.setup.processes.contains_key(&process) {
                     Err(format!("no program `{process}` is installed"))
@@ -503,7 +502,7 @@ impl Windows {
                 tokio::spawn(async move {
                     // The installer waits up to a second for the old agent to exit, then kills it.
                     for _ in 0..100 {
-                        if !os.state().processes.values().any(|p| p.name == AGENT_PROCESS) {
+                        if os.running(AGENT_PROCESS).is_none() {
                             break;
                         }
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -554,9 +553,11 @@ impl Windows {
                 self.tell_agent(AgentCommand::OrgChanged { org });
                 ok("changed")
             }
-            OsEvent::CaptivePortal => return self.relay(reply, |tx| AgentCommand::CaptivePortal { reply: tx }),
+            OsEvent::CaptivePortal => {
+                return self.ask_agent(reply, |tx| AgentCommand::CaptivePortal { reply: tx }, |r| r);
+            }
             OsEvent::AdminOverride(code) => {
-                return self.relay(reply, |tx| AgentCommand::AdminOverride { code, reply: tx });
+                return self.ask_agent(reply, |tx| AgentCommand::AdminOverride { code, reply: tx }, |r| r);
             }
         };
         let _ = reply.send(result);
@@ -570,7 +571,7 @@ impl Windows {
     /// The DHCP client's exchange, classified at the connect layer. The lab has no
     /// DHCP server: the request is classified and traced, not carried.
     fn dhcp_exchange(&self, why: &str) {
-        let Some(pid) = self.state().processes.iter().find(|(_, p)| p.name == DHCP_PROCESS).map(|(pid, _)| *pid) else {
+        let Some(pid) = self.running(DHCP_PROCESS) else {
             return;
         };
         let local = SocketAddr::new(self.inner.setup.ip, 68);
@@ -585,10 +586,12 @@ impl Windows {
         self.state().agent_ui.clone().is_some_and(|ui| ui.send(command).is_ok())
     }
 
-    fn relay(
+    /// Sends a command to the agent and relays its answer, mapped by `answer`, to `reply`.
+    fn ask_agent<T: Send + 'static, R: Send + 'static>(
         &self,
-        reply: oneshot::Sender<Result<String, String>>,
-        command: impl FnOnce(oneshot::Sender<Result<String, String>>) -> AgentCommand,
+        reply: oneshot::Sender<Result<R, String>>,
+        command: impl FnOnce(oneshot::Sender<T>) -> AgentCommand,
+        answer: fn(T) -> Result<R, String>,
     ) {
         let (tx, rx) = oneshot::channel();
         if !self.tell_agent(command(tx)) {
@@ -596,27 +599,14 @@ impl Windows {
             return;
         }
         tokio::spawn(async move {
-            let _ = reply.send(rx.await.unwrap_or_else(|_| Err("agent stopped".into())));
+            let result = rx.await.map_err(|_| "agent stopped".to_string()).and_then(answer);
+            let _ = reply.send(result);
         });
     }
 
-    /// Sends a command to the agent's user interface and relays its answer,
-    /// as the agent's state, to `reply`.
-    fn ask_agent<T: Send + 'static>(
-        &self,
-        reply: oneshot::Sender<Result<AgentState, String>>,
-        command: impl FnOnce(oneshot::Sender<T>) -> AgentCommand,
-        into_state: fn(T) -> Result<AgentState, String>,
-    ) {
-        let (tx, rx) = oneshot::channel();
-        if !self.tell_agent(command(tx)) {
-            let _ = reply.send(Err("agent not running".into()));
-            return;
-        }
-        tokio::spawn(async move {
-            let result = rx.await.map_err(|_| "agent stopped".to_string()).and_then(into_state);
-            let _ = reply.send(result);
-        });
+    /// The pid of a running process named `name`, if any.
+    fn running(&self, name: &str) -> Option<u32> {
+        self.state().processes.iter().find(|(_, p)| p.name == name).map(|(pid, _)| *pid)
     }
 
     fn state(&self) -> MutexGuard<'_, OsState> {
