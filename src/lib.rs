@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod authenticator;
+pub mod certify;
 pub mod config;
 pub mod conformance;
 pub mod device;

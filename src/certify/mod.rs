@@ -1,0 +1,10 @@
+//! `lab certify idp`: certifies a live OpenID Connect provider for use
+//! behind a continuous-enforcement gateway.
+//!
+//! A test plan of checks (discovery, keys, the authorization code flow with
+//! PKCE, ID token validation, session semantics, MFA evidence) runs over
+//! real sockets against the provider; each check has an id, the requirement
+//! it comes from, a verdict and redacted evidence. The login step (the
+//! only part that needs a user) is a pluggable [`driver::LoginDriver`].
+
+pub mod driver;
