@@ -7,4 +7,11 @@
 //! it comes from, a verdict and redacted evidence. The login step (the
 //! only part that needs a user) is a pluggable [`driver::LoginDriver`].
 
+pub mod check;
 pub mod driver;
+pub mod evidence;
+pub mod plan;
+pub mod token;
+
+pub use check::{CATALOG, CheckResult, CheckSpec, Profile, ProfileVerdict, Verdict};
+pub use plan::{Certification, CertifyOptions, ProfileSummary, certify};
