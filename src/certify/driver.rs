@@ -486,7 +486,9 @@ impl LoginDriver for GlewlwydDriver {
 
     async fn authorize(&mut self, authorize: &Url, redirect_uri: &Url) -> Result<Url, DriverError> {
         let api = glewlwyd_api(authorize)?;
-        // With a live session and a grant, Glewlwyd answers at once.
+        // Glewlwyd answers at once when it can (`prompt=none`, with a live
+        // session or not); otherwise it shows its login page, even to a
+        // signed-in user, until the request carries `g_continue`.
         let first = fetch(&self.browser, Fetch::get(authorize.clone())).await?;
         if !first.is_redirect() {
             return Err(stopped_at(&first));

@@ -251,20 +251,32 @@ async fn the_glewlwyd_driver_signs_in_through_glewlwyds_api_and_logs_out() {
     let request = authorization(&peer, &discovery, "openid", &[]);
     let redirect = d.authorize(&request.url, &peer.redirect_uri).await.unwrap();
     let code = code_of(&redirect, &peer, &request);
-    let (id_token, _) = redeem(&peer, &discovery, &code, &request).await;
+    redeem(&peer, &discovery, &code, &request).await;
     eprintln!("glewlwyd driver: login, grant and code exchange in {:?}", started.elapsed());
 
     // The session carries over: a second authorization needs no login.
     let again = authorization(&peer, &discovery, "openid", &[]);
     let redirect = d.authorize(&again.url, &peer.redirect_uri).await.unwrap();
     let code = code_of(&redirect, &peer, &again);
-    redeem(&peer, &discovery, &code, &again).await;
+    // (Each login is a new Glewlwyd session: only the latest ID token names a live one.)
+    let (id_token, _) = redeem(&peer, &discovery, &code, &again).await;
 
+    // Glewlwyd answers `prompt=none` only with an `id_token_hint`: a code
+    // while the session lives, an error once the driver has logged out.
+    let silent = authorization(&peer, &discovery, "openid", &[("prompt", "none"), ("id_token_hint", &id_token)]);
+    let redirect = d.authorize(&silent.url, &peer.redirect_uri).await.unwrap();
+    code_of(&redirect, &peer, &silent);
     let mut end = endpoint(&discovery, "end_session_endpoint");
     end.query_pairs_mut()
         .append_pair("id_token_hint", &id_token)
         .append_pair("post_logout_redirect_uri", peer.post_logout_redirect_uri.as_str());
     d.logout(&end).await.unwrap();
+    let after = authorization(&peer, &discovery, "openid", &[("prompt", "none"), ("id_token_hint", &id_token)]);
+    let redirect = d.authorize(&after.url, &peer.redirect_uri).await.unwrap();
+    assert_eq!(param(&redirect, "state").as_deref(), Some(after.state.as_str()), "{redirect}");
+    assert_eq!(param(&redirect, "code"), None, "{redirect}");
+    let error = param(&redirect, "error").unwrap_or_default();
+    assert!(["login_required", "interaction_required"].contains(&error.as_str()), "{redirect}");
 }
 
 #[tokio::test]
