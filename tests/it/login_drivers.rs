@@ -72,13 +72,25 @@ fn code_of(redirect: &Url, peer: &Peer, request: &Authorization) -> String {
     param(redirect, "code").unwrap_or_else(|| panic!("no code in {redirect}"))
 }
 
-/// Redeems `code`; the ID token's claims (checked for audience and nonce).
+/// Redeems `code`; the ID token and its claims (checked for audience and
+/// nonce).
 async fn redeem(
     peer: &Peer,
     discovery: &serde_json::Value,
     code: &str,
     request: &Authorization,
 ) -> (String, serde_json::Value) {
+    let (id_token, claims, _) = redeem_all(peer, discovery, code, request).await;
+    (id_token, claims)
+}
+
+/// As [`redeem`], with the whole token response.
+async fn redeem_all(
+    peer: &Peer,
+    discovery: &serde_json::Value,
+    code: &str,
+    request: &Authorization,
+) -> (String, serde_json::Value, serde_json::Value) {
     let (status, body) = client_post(
         peer,
         endpoint(discovery, "token_endpoint"),
@@ -100,7 +112,7 @@ async fn redeem(
         || claims["aud"].as_array().is_some_and(|a| a.contains(&serde_json::json!(peer.client_id)));
     assert!(aud_ok, "aud: {claims}");
     assert_eq!(claims["nonce"].as_str(), Some(request.nonce.as_str()), "{claims}");
-    (id_token, claims)
+    (id_token, claims, body)
 }
 
 fn report_startup(name: &str, peer: &Peer) {
@@ -164,6 +176,32 @@ async fn the_form_driver_reports_a_login_form_that_comes_back() {
         Err(DriverError::NoRedirect(m)) => assert!(m.contains("login form came back"), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn oidc_provider_issues_refresh_tokens_for_offline_access_with_consent() {
+    let Some(peer) = OidcProviderPeer::start().await else { return };
+    let discovery = peer.discovery().await;
+    let mut d = driver::driver("form", &settings(&peer)).unwrap();
+    // The library's default: `offline_access` counts only with `prompt=consent`.
+    let without = authorization(&peer, &discovery, "openid offline_access", &[]);
+    let redirect = d.authorize(&without.url, &peer.redirect_uri).await.unwrap();
+    let code = code_of(&redirect, &peer, &without);
+    let (_, _, body) = redeem_all(&peer, &discovery, &code, &without).await;
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    let with = authorization(&peer, &discovery, "openid offline_access", &[("prompt", "consent")]);
+    let redirect = d.authorize(&with.url, &peer.redirect_uri).await.unwrap();
+    let code = code_of(&redirect, &peer, &with);
+    let (_, _, body) = redeem_all(&peer, &discovery, &code, &with).await;
+    let refresh = body["refresh_token"].as_str().unwrap_or_else(|| panic!("no refresh_token: {body}"));
+    let (status, body) = client_post(
+        &peer,
+        endpoint(&discovery, "token_endpoint"),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["access_token"].is_string(), "{body}");
 }
 
 #[tokio::test]
