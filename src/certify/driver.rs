@@ -121,12 +121,21 @@ const MAX_FORMS: usize = 6;
 /// How much of a page an error quotes.
 const SNIPPET: usize = 300;
 
-/// A browser on real sockets that knows `localhost` (IP literals resolve
-/// by themselves).
-fn real_browser() -> Browser {
+/// The names the built-in drivers resolve by default: `localhost` (IP
+/// literals resolve by themselves).
+pub fn default_directory() -> Directory {
     let mut directory = Directory::default();
     directory.insert("localhost", IpAddr::V4(Ipv4Addr::LOCALHOST));
+    directory
+}
+
+/// A browser on real sockets resolving names with `directory`.
+fn browser_with(directory: Directory) -> Browser {
     Browser::new(HttpClient::new(TokioNet::shared(), directory), Arc::new(SystemClock))
+}
+
+fn real_browser() -> Browser {
+    browser_with(default_directory())
 }
 
 /// Refuses what the built-in drivers cannot fetch (they speak plain HTTP).
@@ -360,6 +369,12 @@ impl FormDriver {
     /// A driver signing in with `settings`' credentials.
     pub fn new(settings: DriverSettings) -> Self {
         FormDriver { settings, browser: real_browser() }
+    }
+
+    /// The same, resolving names with `directory` (e.g. the lab's names in
+    /// real mode, which `lab serve` maps to loopback).
+    pub fn with_directory(settings: DriverSettings, directory: Directory) -> Self {
+        FormDriver { settings, browser: browser_with(directory) }
     }
 }
 

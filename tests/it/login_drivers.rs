@@ -205,6 +205,59 @@ async fn oidc_provider_issues_refresh_tokens_for_offline_access_with_consent() {
 }
 
 #[tokio::test]
+async fn the_form_driver_signs_in_at_the_labs_own_idp_in_real_mode() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
+    use lockstep::config::LabConfig;
+    use lockstep::net::Clock as _;
+    use lockstep::net::real::SystemClock;
+    use lockstep::realmode::{RealLab, RealOptions};
+    use lockstep::trace::Recorder;
+
+    let (lab, _) = LabConfig::parse(&LabConfig::default_source()).unwrap();
+    let recorder = Recorder::new(SystemClock.now(), Arc::new(SystemClock));
+    let options = RealOptions { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), base_port: None, seed: Some(11) };
+    let real = RealLab::start(&lab, &options, recorder).await.unwrap();
+    let client = &real.config.idp.clients[0];
+    let redirect_uri = Url::parse(&client.redirect_uris[0]).unwrap();
+    let user = &real.config.idp.users[0];
+    let authorize = |state: &str| {
+        let mut url = Url::parse(&format!("{}/authorize", real.config.idp.issuer)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &client.client_id)
+            .append_pair("redirect_uri", redirect_uri.as_str())
+            .append_pair("scope", "openid")
+            .append_pair("state", state)
+            .append_pair("nonce", "n")
+            .append_pair("code_challenge", &pkce_challenge("a-verifier-of-the-lab-that-is-long-enough-0"))
+            .append_pair("code_challenge_method", "S256");
+        url
+    };
+    let settings = |password: &str| DriverSettings {
+        username: user.username.clone(),
+        password: password.to_string(),
+        client_id: client.client_id.clone(),
+    };
+
+    let mut d = driver::FormDriver::with_directory(settings(&user.password), real.directory.clone());
+    let redirect =
+        lockstep::certify::driver::LoginDriver::authorize(&mut d, &authorize("lab 1"), &redirect_uri).await.unwrap();
+    assert!(driver::is_redirect_to(&redirect, &redirect_uri), "{redirect}");
+    assert_eq!(param(&redirect, "state").as_deref(), Some("lab 1"));
+    assert!(param(&redirect, "code").is_some_and(|c| !c.is_empty()), "{redirect}");
+
+    let mut wrong = driver::FormDriver::with_directory(settings("not-the-password"), real.directory.clone());
+    match lockstep::certify::driver::LoginDriver::authorize(&mut wrong, &authorize("lab 2"), &redirect_uri).await {
+        Err(DriverError::NoRedirect(m)) => {
+            assert!(m.contains("login form came back") && m.contains("Wrong user name or password"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn the_redirect_driver_stops_at_a_login_page_with_the_reason() {
     let Some(peer) = OidcProviderPeer::start().await else { return };
     let discovery = peer.discovery().await;
