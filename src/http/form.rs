@@ -77,6 +77,78 @@ pub fn forms(html: &str) -> Vec<HtmlForm> {
     out
 }
 
+/// A named `<button>` of a page: pressing it submits its name and value
+/// with the form it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HtmlButton {
+    /// `name` attribute.
+    pub name: String,
+    /// `value` attribute (empty when absent).
+    pub value: String,
+    /// `form` attribute: the id of the form it submits when it sits
+    /// outside it.
+    pub form: Option<String>,
+    /// The index (in [`forms`]) of the last form opened before it, which
+    /// holds it when `form` is absent (as [`forms`] attaches inputs).
+    pub in_form: Option<usize>,
+}
+
+/// The named submit buttons of a page, in document order (a button of
+/// `type="button"` or `type="reset"` submits nothing and is left out).
+/// Separate from [`forms`], whose inputs stay what the lab's pages post.
+pub fn buttons(html: &str) -> Vec<HtmlButton> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    let mut forms_seen: usize = 0;
+    while let Some(lt) = rest.find('<') {
+        rest = &rest[lt + 1..];
+        let Some(gt) = rest.find('>') else { break };
+        let tag = &rest[..gt];
+        rest = &rest[gt + 1..];
+        let name = tag.split(|c: char| c.is_whitespace()).next().unwrap_or("").trim_end_matches('/');
+        if name.eq_ignore_ascii_case("form") {
+            forms_seen += 1;
+            continue;
+        }
+        let Some((name, attrs)) = tag.split_once(|c: char| c.is_whitespace()) else { continue };
+        if !name.eq_ignore_ascii_case("button") {
+            continue;
+        }
+        let attrs = attributes(attrs);
+        let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let ty = get("type").unwrap_or_else(|| "submit".into()).to_ascii_lowercase();
+        if let (Some(n), "submit") = (get("name"), ty.as_str()) {
+            out.push(HtmlButton {
+                name: n,
+                value: get("value").unwrap_or_default(),
+                form: get("form"),
+                in_form: forms_seen.checked_sub(1),
+            });
+        }
+    }
+    out
+}
+
+/// The `id` attribute of each `<form>` of a page, in the order of [`forms`].
+pub fn form_ids(html: &str) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(lt) = rest.find('<') {
+        rest = &rest[lt + 1..];
+        let Some(gt) = rest.find('>') else { break };
+        let tag = &rest[..gt];
+        rest = &rest[gt + 1..];
+        let (name, attrs) = match tag.find(|c: char| c.is_whitespace()) {
+            Some(i) => (&tag[..i], &tag[i..]),
+            None => (tag.trim_end_matches('/'), ""),
+        };
+        if name.eq_ignore_ascii_case("form") {
+            out.push(attributes(attrs).into_iter().find(|(n, _)| n == "id").map(|(_, v)| v));
+        }
+    }
+    out
+}
+
 fn attributes(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let b = s.as_bytes();
@@ -158,6 +230,28 @@ mod tests {
                 ("password".to_string(), "pw".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn finds_named_buttons_inside_and_outside_their_form() {
+        let html = r#"<form id="op.logoutForm" method="post" action="/end"><input type="hidden" name="xsrf" value="s"/></form>
+            <button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes</button>
+            <button type="submit" form="op.logoutForm">No</button><button type="button" name="js">x</button>
+            <form><button name=go>Go</button></form>"#;
+        assert_eq!(form_ids(html), vec![Some("op.logoutForm".to_string()), None]);
+        assert_eq!(
+            buttons(html),
+            vec![
+                HtmlButton {
+                    name: "logout".into(),
+                    value: "yes".into(),
+                    form: Some("op.logoutForm".into()),
+                    in_form: Some(0)
+                },
+                HtmlButton { name: "go".into(), value: String::new(), form: None, in_form: Some(1) },
+            ]
+        );
+        assert_eq!(forms(html).len(), 2, "buttons are not inputs");
     }
 
     #[test]
