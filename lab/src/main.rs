@@ -5,6 +5,7 @@
 //! 2 on usage or input errors.
 
 mod bench;
+mod certify;
 mod run;
 mod serve;
 
@@ -33,6 +34,9 @@ enum Command {
     /// Serve the lab's identity provider, gateway and apps on real loopback
     /// sockets (real mode), for poking with a browser or curl.
     Serve(serve::ServeArgs),
+    /// Certify a live OpenID Connect provider over real sockets (a verdict
+    /// per check and per profile; JSON, JUnit, Markdown and HTML reports).
+    Certify(certify::CertifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run::replay(args),
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Certify(args) => certify::certify_cmd(args),
     };
     match result {
         Ok(code) => code,

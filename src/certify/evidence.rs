@@ -15,8 +15,16 @@ use crate::http::{Fetch, HttpResponse};
 const MAX_BODY: usize = 4000;
 
 /// Form fields and JSON members whose values are secrets.
-const SECRET_FIELDS: &[&str] =
-    &["client_secret", "code_verifier", "password", "refresh_token", "access_token", "token", "client_assertion"];
+const SECRET_FIELDS: &[&str] = &[
+    "client_secret",
+    "code_verifier",
+    "password",
+    "refresh_token",
+    "access_token",
+    "token",
+    "client_assertion",
+    "id_token_hint",
+];
 
 /// A request and what came back.
 #[derive(Clone, Debug, Serialize, Deserialize)]

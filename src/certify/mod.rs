@@ -11,6 +11,7 @@ pub mod check;
 pub mod driver;
 pub mod evidence;
 pub mod plan;
+pub mod report;
 pub mod token;
 
 pub use check::{CATALOG, CheckResult, CheckSpec, Profile, ProfileVerdict, Verdict};

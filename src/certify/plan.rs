@@ -181,8 +181,19 @@ pub async fn certify(
 ) -> Certification {
     let started_at = Instant::now();
     let started = clock.now().rfc3339();
-    let mut plan =
-        Plan { options, driver, http, clock, rng, results: Vec::new(), meta: None, jwks: None, latest_auth_time: None };
+    let mut plan = Plan {
+        options,
+        driver,
+        http,
+        clock,
+        rng,
+        results: Vec::new(),
+        meta: None,
+        jwks: None,
+        latest_auth_time: None,
+        offline: false,
+        latest_id_token: None,
+    };
     plan.run().await;
     let driver_name = plan.driver.name().to_string();
     let selected = &options.profiles;
@@ -223,6 +234,10 @@ struct Plan<'a> {
     meta: Option<Metadata>,
     jwks: Option<JwkSet>,
     latest_auth_time: Option<i64>,
+    /// The next authorization requests ask for `offline_access`.
+    offline: bool,
+    /// The last ID token received (the hint for `prompt=none`).
+    latest_id_token: Option<String>,
 }
 
 fn random_token(rng: &SeededRng, bytes: usize) -> String {
@@ -479,7 +494,9 @@ impl Plan<'_> {
         let supported = self.meta().list("scopes_supported");
         let mut scopes = vec!["openid".to_string()];
         for s in ["email", "profile", "offline_access"] {
-            if supported.iter().any(|x| x == s) {
+            // Offline access only where a refresh token is wanted: providers
+            // rightly ask for consent each time it is requested.
+            if supported.iter().any(|x| x == s) && (s != "offline_access" || self.offline) {
                 scopes.push(s.to_string());
             }
         }
@@ -625,6 +642,9 @@ impl Plan<'_> {
         login.evidence.push(ex.clone());
         let response = outcome?;
         let tokens = Self::parse_tokens(&response, ex)?;
+        if let Some(t) = &tokens.id_token {
+            self.latest_id_token = Some(t.raw.clone());
+        }
         Ok((login, tokens))
     }
 
@@ -648,7 +668,10 @@ impl Plan<'_> {
             ids::USERINFO_SUB,
             ids::CODE_REUSE,
         ];
-        let mut login = match self.login(&[]).await {
+        self.offline = true;
+        let first = self.login(&[]).await;
+        self.offline = false;
+        let mut login = match first {
             Ok(l) => l,
             Err(e) => {
                 self.record(&ids::CODE_FLOW, Verdict::Fail, e, Vec::new());
@@ -709,6 +732,7 @@ impl Plan<'_> {
             }
         };
         let evidence = login.evidence.clone();
+        self.latest_id_token = tokens.id_token.as_ref().map(|t| t.raw.clone());
         let Some(id_token) = tokens.id_token.clone() else {
             self.record(&ids::CODE_FLOW, Verdict::Fail, "no id_token in the token response", evidence);
             self.record_all(&dependent[2..], Verdict::NotRun, "not run: no ID token (see code.flow)");
@@ -774,8 +798,11 @@ impl Plan<'_> {
         let ev = evidence.to_vec();
         match t.amr() {
             None => {
-                let detail =
-                    if t.claims.get("amr").is_some() { "amr is not an array of strings" } else { "no amr claim" };
+                let detail = if t.claims.get("amr").is_some() {
+                    "amr is not an array of strings"
+                } else {
+                    "no amr claim: the gateway cannot see how the user authenticated"
+                };
                 self.record(&ids::MFA_AMR_PRESENT, Verdict::Fail, detail, ev.clone());
                 self.record_all(&[ids::MFA_AMR_REGISTERED, ids::MFA_AMR_MAPPING], Verdict::NotRun, "not run: no amr");
             }
@@ -814,7 +841,13 @@ impl Plan<'_> {
         }
         match t.time_claim("auth_time") {
             Some(at) => self.record(&ids::MFA_AUTH_TIME, Verdict::Pass, format!("auth_time {at}"), ev),
-            None => self.record(&ids::MFA_AUTH_TIME, Verdict::Fail, "no auth_time claim", ev),
+            None => self.record(
+                &ids::MFA_AUTH_TIME,
+                Verdict::Fail,
+                "no auth_time claim in the ID token of an ordinary sign-in (Core §2 makes it optional unless max_age \
+                 or the claim is requested): the gateway cannot tell how old the provider's evidence is",
+                ev,
+            ),
         }
     }
 
@@ -984,7 +1017,6 @@ impl Plan<'_> {
     // ---- session semantics ----------------------------------------------
 
     async fn session_checks(&mut self, main: &MainLogin) {
-        self.refresh_checks(main).await;
         let session_checks =
             [ids::SESSION_PROMPT_NONE, ids::SESSION_PROMPT_LOGIN, ids::SESSION_MAX_AGE, ids::SESSION_LOGOUT];
         if !self.driver.keeps_session() {
@@ -993,13 +1025,20 @@ impl Plan<'_> {
                 self.driver.name()
             );
             self.record_all(&session_checks, Verdict::NotRun, &detail);
+            self.refresh_checks(main).await;
             return;
         }
-        let first_auth = main.id_token.time_claim("auth_time");
+        let mut first_auth = main.id_token.time_claim("auth_time");
         let sub = main.id_token.str_claim("sub").map(str::to_string);
-        // prompt=none with the session live.
-        match self.login_and_redeem(&[("prompt", "none".into())]).await {
+        // prompt=none with the session live, as a gateway's silent re-check
+        // sends it: with the latest ID token as a hint (Core §3.1.2.1,
+        // RECOMMENDED) and a generous max_age, which makes auth_time
+        // REQUIRED in the answer, the baseline for the freshness checks.
+        let hint = self.latest_id_token.clone().unwrap_or_else(|| main.id_token.raw.clone());
+        let silent = [("prompt", "none".to_string()), ("max_age", "86400".to_string()), ("id_token_hint", hint)];
+        match self.login_and_redeem(&silent).await {
             Ok((login, tokens)) => {
+                first_auth = tokens.id_token.as_ref().and_then(|t| t.time_claim("auth_time")).or(first_auth);
                 let same = tokens.id_token.as_ref().and_then(|t| t.str_claim("sub").map(str::to_string)) == sub;
                 let (v, d) = if same {
                     (Verdict::Pass, "a code without any page, same sub".to_string())
@@ -1016,11 +1055,16 @@ impl Plan<'_> {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let (v, d, ev) = self.fresh_auth_time(&[("prompt", "login".into())], first_auth).await;
         self.record(&ids::SESSION_PROMPT_LOGIN, v, d, ev);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // max_age=1 is exceeded only once more than a whole second has
+        // passed on the provider's one-second clock.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
         let latest = self.latest_auth_time.or(first_auth);
         let (v, d, ev) = self.fresh_auth_time(&[("max_age", "1".into())], latest).await;
         self.record(&ids::SESSION_MAX_AGE, v, d, ev);
         self.logout_check(main).await;
+        // Last: revoking a refresh token may rightly end the whole grant
+        // (RFC 7009 §2.1), and with it the provider session used above.
+        self.refresh_checks(main).await;
     }
 
     async fn fresh_auth_time(
@@ -1123,7 +1167,10 @@ impl Plan<'_> {
             );
             return;
         };
-        match self.login_and_redeem(&[]).await {
+        self.offline = true;
+        let revocable = self.login_and_redeem(&[]).await;
+        self.offline = false;
+        match revocable {
             Ok((_, tokens)) => {
                 match &tokens.refresh_token {
                     Some(rt) => {
@@ -1198,16 +1245,15 @@ impl Plan<'_> {
             self.record(&ids::SESSION_LOGOUT, Verdict::Skipped, "no end_session_endpoint advertised", Vec::new());
             return;
         };
-        end.query_pairs_mut()
-            .append_pair("id_token_hint", &main.id_token.raw)
-            .append_pair("client_id", &self.options.client_id);
+        let hint = self.latest_id_token.clone().unwrap_or_else(|| main.id_token.raw.clone());
+        end.query_pairs_mut().append_pair("id_token_hint", &hint).append_pair("client_id", &self.options.client_id);
         let mut evidence = vec![Exchange::note("RP-initiated logout", end.as_str())];
         if let Err(e) = self.driver.logout(&end).await {
             let verdict = if matches!(e, DriverError::Unsupported { .. }) { Verdict::NotRun } else { Verdict::Fail };
             self.record(&ids::SESSION_LOGOUT, verdict, format!("logout: {e}"), evidence);
             return;
         }
-        match self.login(&[("prompt", "none".into())]).await {
+        match self.login(&[("prompt", "none".into()), ("id_token_hint", hint)]).await {
             Ok(login) => {
                 evidence.extend(login.evidence);
                 let (v, d) = match (&login.callback.error, &login.callback.code) {
