@@ -156,6 +156,14 @@ pub struct IdpUser {
     pub amr: Vec<String>,
 }
 
+fn default_jwks_max_ttl() -> Duration {
+    crate::http::keys::DEFAULT_JWKS_MAX_TTL
+}
+
+fn default_jwks_min_refetch() -> Duration {
+    crate::http::keys::JWKS_REFETCH_INTERVAL
+}
+
 fn password_amr() -> Vec<String> {
     vec!["pwd".to_string()]
 }
@@ -183,6 +191,14 @@ pub struct GatewayConfig {
     /// Lifetime of an app token handed to origins.
     #[serde(with = "humantime_serde")]
     pub app_token_ttl: Duration,
+    /// Upper bound on how long the gateway trusts the IdP's JWKS (the
+    /// response's `Cache-Control: max-age`, capped by this; this without one).
+    #[serde(default = "default_jwks_max_ttl", with = "humantime_serde")]
+    pub jwks_max_ttl: Duration,
+    /// Minimum time since the last JWKS fetch before a token with an
+    /// unknown `kid` may trigger another.
+    #[serde(default = "default_jwks_min_refetch", with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
     /// Deliberately broken: forward requests whose session has expired.
     #[serde(default)]
     pub danger_skip_expiry_check: bool,

@@ -33,6 +33,7 @@ use self::session::{
 };
 use crate::config::{AppConfig, GatewayConfig, MfaConfig};
 use crate::http::cookies::cookie_value;
+use crate::http::keys::KeyCachePolicy;
 use crate::http::{Fetch, HttpClient, PeerAddr, RemoteKeys, bearer_token, redirect, with_cookie};
 use crate::jose::{Expect, KeyError, MacKey, SigningKey, TokenError, jwk_set};
 use crate::net::{Net, SharedClock, UnixMillis};
@@ -135,6 +136,12 @@ impl Gateway {
             redirect_uri: format!("{}{CALLBACK_PATH}", config.auth_url.trim_end_matches('/')),
             leeway_s: config.leeway.as_secs(),
         };
+        let provider = ProviderCache::new(
+            clock.clone(),
+            KeyCachePolicy { max_ttl: config.jwks_max_ttl, min_refetch: config.jwks_min_refetch },
+            recorder.clone(),
+        );
+        let mfa_keys = RemoteKeys::new(format!("{}{MFA_CERTS_PATH}", mfa.url.trim_end_matches('/')), clock.clone());
         Ok(Gateway {
             config,
             rp,
@@ -145,13 +152,13 @@ impl Gateway {
             key,
             session_key,
             http,
-            provider: tokio::sync::Mutex::new(ProviderCache::default()),
+            provider: tokio::sync::Mutex::new(provider),
             pending: Mutex::new(BTreeMap::new()),
             registry: Mutex::new(Registry::default()),
             mfa_url: mfa.url.trim_end_matches('/').to_string(),
             org_mfa: mfa.organization.clone(),
             access,
-            mfa_keys: RemoteKeys::new(format!("{}{MFA_CERTS_PATH}", mfa.url.trim_end_matches('/'))),
+            mfa_keys,
             pending_mfa: Mutex::new(BTreeMap::new()),
             devices: Mutex::new(BTreeMap::new()),
         })
