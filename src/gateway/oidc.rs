@@ -98,6 +98,25 @@ pub struct IdentityClaims {
     /// When the user authenticated at the provider (seconds), if given.
     #[serde(default)]
     pub auth_time: Option<u64>,
+    /// Every other claim (vendor claims such as `roles`, `oid`, `tid`).
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl IdentityClaims {
+    /// The user's groups, read from the claim named `claim` (`groups`, or a
+    /// vendor's `roles`); a claim that is not a list of strings gives none.
+    pub fn groups_from(&self, claim: &str) -> Vec<String> {
+        if claim == "groups" {
+            return self.groups.clone();
+        }
+        match self.other.get(claim) {
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The relying party's cached view of its provider.

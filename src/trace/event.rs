@@ -403,6 +403,9 @@ pub enum EventBody {
         /// Authentication methods claimed (`amr`).
         #[serde(default)]
         amr: Vec<String>,
+        /// Set when the token was forged by a misbehaviour knob (its kind).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forged: Option<String>,
     },
     /// The IdP refused a request.
     IdpRejected {
