@@ -52,6 +52,9 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("sleep-resume", include_str!("../../scenarios/sleep-resume.toml")),
     ("admin-override", include_str!("../../scenarios/admin-override.toml")),
     ("jwks-rotation", include_str!("../../scenarios/jwks-rotation.toml")),
+    ("forged-token-alg-none", include_str!("../../scenarios/forged-token-alg-none.toml")),
+    ("forged-token-key-confusion", include_str!("../../scenarios/forged-token-key-confusion.toml")),
+    ("forged-token-unpublished-key", include_str!("../../scenarios/forged-token-unpublished-key.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.
