@@ -259,6 +259,10 @@ pub struct GatewayConfig {
     /// Entra-like provider puts app roles in `roles`).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Broken on purpose: the IdP's JWKS, once fetched, never expires (a
+    /// removed key stays trusted; E2 catches it).
+    #[serde(default)]
+    pub danger_jwks_no_ttl: bool,
     /// Deliberately broken: forward requests whose session has expired.
     #[serde(default)]
     pub danger_skip_expiry_check: bool,

@@ -138,7 +138,11 @@ impl Gateway {
         };
         let provider = ProviderCache::new(
             clock.clone(),
-            KeyCachePolicy { max_ttl: config.jwks_max_ttl, min_refetch: config.jwks_min_refetch },
+            KeyCachePolicy {
+                max_ttl: config.jwks_max_ttl,
+                min_refetch: config.jwks_min_refetch,
+                danger_no_ttl: config.danger_jwks_no_ttl,
+            },
             recorder.clone(),
         );
         let mfa_keys = RemoteKeys::new(format!("{}{MFA_CERTS_PATH}", mfa.url.trim_end_matches('/')), clock.clone());

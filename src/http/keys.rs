@@ -42,11 +42,14 @@ pub struct KeyCachePolicy {
     pub max_ttl: Duration,
     /// Minimum time since the last fetch before an unknown `kid` refetches.
     pub min_refetch: Duration,
+    /// Broken on purpose: a fetched set never expires (the JWKS cache
+    /// without a TTL that keeps trusting a removed key).
+    pub danger_no_ttl: bool,
 }
 
 impl Default for KeyCachePolicy {
     fn default() -> Self {
-        KeyCachePolicy { max_ttl: DEFAULT_JWKS_MAX_TTL, min_refetch: JWKS_REFETCH_INTERVAL }
+        KeyCachePolicy { max_ttl: DEFAULT_JWKS_MAX_TTL, min_refetch: JWKS_REFETCH_INTERVAL, danger_no_ttl: false }
     }
 }
 
@@ -196,7 +199,7 @@ impl RemoteKeys {
     async fn current(&self, http: &HttpClient, state: &mut CacheState) -> Result<JwkSet, KeysError> {
         let now = self.clock.now();
         match (&state.keys, state.expires) {
-            (Some(keys), Some(expires)) if now < expires => Ok(keys.clone()),
+            (Some(keys), Some(expires)) if now < expires || self.policy.danger_no_ttl => Ok(keys.clone()),
             (Some(_), _) => self.fetch(http, state, FetchReason::TtlExpired).await,
             (None, _) if state.fetched.is_none() => self.fetch(http, state, FetchReason::FirstUse).await,
             // Emptied by a failed fetch: try again (an outage is not a first use).

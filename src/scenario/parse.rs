@@ -19,7 +19,7 @@ use crate::input::{InputError, Source, line_col};
 use crate::policy::FactorKind;
 
 /// Invariants a scenario may declare it expects to see violated.
-pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E3", "E4", "E5", "E7"];
+pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E2", "E3", "E4", "E5", "E7"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -131,6 +131,11 @@ pub struct EnforcementSpec {
     /// The independent-MFA policy (E5, E7).
     #[serde(default)]
     pub mfa: MfaSpec,
+    /// The longest the gateway may trust a fetched JWKS of the IdP (ms):
+    /// how long after the IdP withdraws a key its tokens may still be
+    /// accepted (E2). Absent in traces older than E2: no tolerance.
+    #[serde(default)]
+    pub jwks_max_ttl_ms: u64,
 }
 
 /// The MFA policy the administrator asked for, as the oracle needs it.
