@@ -831,3 +831,122 @@ mod tests {
         assert_eq!(cookie_value(&h, "c"), None);
     }
 }
+
+#[cfg(test)]
+mod ring_tests {
+    use super::*;
+    use crate::config::{IdpProfile, LabConfig};
+    use crate::net::Clock;
+
+    struct Fixed(UnixMillis);
+    impl Clock for Fixed {
+        fn now(&self) -> UnixMillis {
+            self.0
+        }
+    }
+
+    const NOW: UnixMillis = UnixMillis(1_772_614_800_000);
+
+    fn idp(profile: IdpProfile, at: UnixMillis) -> (Idp, Recorder) {
+        let (lab, _) = LabConfig::parse(&LabConfig::default_source()).expect("default lab");
+        let mut config = lab.idp.clone();
+        config.profile = profile;
+        let clock: SharedClock = Arc::new(Fixed(at));
+        let recorder = Recorder::new(NOW, clock.clone());
+        (Idp::new(config, clock, SeededRng::from_seed(1).child("idp"), recorder.clone()).unwrap(), recorder)
+    }
+
+    fn kids(idp: &Idp) -> Vec<String> {
+        idp.published().iter().map(|k| k.kid().to_string()).collect()
+    }
+
+    #[test]
+    fn standard_publishes_one_key_and_rotates_with_an_overlap() {
+        let (idp, rec) = idp(IdpProfile::Standard, NOW);
+        let first = kids(&idp);
+        assert_eq!(first.len(), 1, "today's provider: one key");
+        idp.command(IdpCommand::RotateKeys).unwrap();
+        let after = kids(&idp);
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[1], first[0], "the old key stays for the overlap");
+        assert_ne!(after[0], first[0], "a new key signs");
+        idp.command(IdpCommand::RemoveKey).unwrap();
+        let removed = kids(&idp);
+        assert!(!removed.contains(&after[0]), "an emergency removal leaves no overlap");
+        let why: Vec<String> = rec
+            .snapshot()
+            .events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::IdpKeysPublished { why, .. } => Some(why.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(why, ["start".to_string(), "rotate".into(), format!("remove {}", after[0])]);
+    }
+
+    #[test]
+    fn the_first_key_is_the_one_the_provider_always_had() {
+        let (idp, _) = idp(IdpProfile::Standard, NOW);
+        let legacy = SigningKey::es256(&SeededRng::from_seed(1).child("idp").child("signing-key")).unwrap();
+        assert_eq!(kids(&idp), [legacy.kid().to_string()]);
+    }
+
+    #[test]
+    fn vendors_publish_the_next_key_ahead_of_use() {
+        let (idp, _) = idp(IdpProfile::Entra, NOW);
+        let before = kids(&idp);
+        assert_eq!(before.len(), 2, "current and next");
+        idp.command(IdpCommand::RotateKeys).unwrap();
+        let after = kids(&idp);
+        assert_eq!(after[0], before[1], "the key published ahead now signs");
+        assert!(after.contains(&before[0]), "the old one is kept for the overlap");
+        assert_eq!(after.len(), 3);
+    }
+
+    #[test]
+    fn entra_claims_carry_roles_oid_tid_and_its_amr_dialect() {
+        let (idp, _) = idp(IdpProfile::Entra, NOW);
+        let mut user = idp.config.users[0].clone();
+        user.amr = vec!["pwd".into(), "hwk".into()];
+        let c = idp.claims(&user, "gw", NOW, NOW, Some("n".into()));
+        assert_eq!(c["roles"], serde_json::json!(user.groups));
+        assert!(c.get("groups").is_none());
+        assert_eq!(c["tid"], profile::ENTRA_TENANT_ID);
+        assert_eq!(c["oid"].as_str().map(str::len), Some(36));
+        assert_eq!(c["preferred_username"], serde_json::json!(user.email));
+        assert_eq!(c["amr"], serde_json::json!(["pwd", "ngcmfa", "mfa"]));
+        assert_eq!(c["exp"].as_u64(), Some(NOW.as_secs() + 3600), "an hour, whatever id_token_ttl says");
+    }
+
+    #[test]
+    fn google_claims_omit_amr_and_groups() {
+        let (idp, _) = idp(IdpProfile::Google, NOW);
+        let user = idp.config.users[0].clone();
+        let c = idp.claims(&user, "gw", NOW, NOW, None);
+        assert!(c.get("amr").is_none() && c.get("groups").is_none() && c.get("nonce").is_none());
+        assert_eq!(c["hd"], "lab.test");
+    }
+
+    #[test]
+    fn standard_claims_are_the_legacy_struct() {
+        let (idp, _) = idp(IdpProfile::Standard, NOW);
+        let user = idp.config.users[0].clone();
+        let c = idp.claims(&user, "gw", NOW, NOW, Some("n".into()));
+        let legacy: IdTokenClaims = serde_json::from_value(c.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&legacy).unwrap(), c);
+        assert_eq!(legacy.amr, user.amr);
+        assert_eq!(legacy.exp, NOW.plus(idp.config.id_token_ttl).as_secs());
+    }
+
+    #[test]
+    fn retired_keys_leave_after_their_overlap() {
+        let (idp, _) = idp(IdpProfile::Standard, NOW);
+        idp.command(IdpCommand::RotateKeys).unwrap();
+        assert_eq!(kids(&idp).len(), 2);
+        // The same provider an hour later (the overlap of `standard`).
+        let later: SharedClock = Arc::new(Fixed(NOW.plus(Duration::from_secs(3600))));
+        let idp = Idp { clock: later, ..idp };
+        assert_eq!(kids(&idp).len(), 1);
+    }
+}

@@ -55,6 +55,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("forged-token-alg-none", include_str!("../../scenarios/forged-token-alg-none.toml")),
     ("forged-token-key-confusion", include_str!("../../scenarios/forged-token-key-confusion.toml")),
     ("forged-token-unpublished-key", include_str!("../../scenarios/forged-token-unpublished-key.toml")),
+    ("idp-profile-entra", include_str!("../../scenarios/idp-profile-entra.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.
