@@ -56,6 +56,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("forged-token-key-confusion", include_str!("../../scenarios/forged-token-key-confusion.toml")),
     ("forged-token-unpublished-key", include_str!("../../scenarios/forged-token-unpublished-key.toml")),
     ("idp-profile-entra", include_str!("../../scenarios/idp-profile-entra.toml")),
+    ("idp-outage", include_str!("../../scenarios/idp-outage.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.
