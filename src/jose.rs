@@ -92,8 +92,14 @@ impl SigningKey {
 
     /// Signs `claims` as a compact JWS with this key's `kid`.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        self.sign_with_kid(claims, &self.kid)
+    }
+
+    /// Signs `claims` with this key but names `kid` in the header (a forger
+    /// claiming someone else's key, or an unknown one).
+    pub fn sign_with_kid<T: Serialize>(&self, claims: &T, kid: &str) -> Result<String, KeyError> {
         let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(kid.to_string());
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError::Sign(e.to_string()))
     }
 }

@@ -94,6 +94,41 @@ pub enum SigningAlg {
     RS256,
 }
 
+/// Which vendor the mock IdP imitates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdpProfile {
+    /// RFC-clean: the behaviour the lab always had.
+    #[default]
+    Standard,
+    /// Okta-like.
+    Okta,
+    /// Microsoft Entra ID-like.
+    Entra,
+    /// Google-like.
+    Google,
+}
+
+/// A kind of forged ID token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forgery {
+    /// `alg: none`, no signature, the published key's `kid`.
+    AlgNone,
+    /// HS256 with the published public key (its JWK's JSON) as the HMAC
+    /// secret: the RS/ES-to-HS algorithm confusion.
+    KeyConfusion,
+    /// Signed by a key the provider never published, naming the published
+    /// key's `kid` (the signature does not verify).
+    UnpublishedKey,
+    /// Signed by a key the provider never published, under its own `kid`
+    /// (unknown to the verifier: it may refetch, and must still refuse).
+    UnknownKid,
+    /// Signed by the key most recently removed from the JWKS (the attacker
+    /// stole it; the provider withdrew it in an emergency).
+    RemovedKey,
+}
+
 /// The mock identity provider.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +156,23 @@ pub struct IdpConfig {
     /// token for any user whatever password is typed.
     #[serde(default)]
     pub danger_compromised: bool,
+    /// Vendor profile: `standard` (default), `okta`, `entra` or `google`
+    /// (amr dialect, claim names, token lifetime, key rotation cadence; see
+    /// `idp::profile`).
+    #[serde(default)]
+    pub profile: IdpProfile,
+    /// `Cache-Control: max-age` on the JWKS (default: the profile's; none
+    /// for `standard`).
+    #[serde(default, with = "humantime_serde")]
+    pub jwks_max_age: Option<Duration>,
+    /// A delay before every response (a slow provider).
+    #[serde(default, with = "humantime_serde")]
+    pub response_delay: Duration,
+    /// Misbehaving: the token endpoint returns ID tokens forged this way
+    /// (`alg_none`, `key_confusion`, `unpublished_key`, `unknown_kid`,
+    /// `removed_key`) instead of genuine ones.
+    #[serde(default)]
+    pub danger_forge: Option<Forgery>,
 }
 
 /// A registered OIDC client.
@@ -156,6 +208,18 @@ pub struct IdpUser {
     pub amr: Vec<String>,
 }
 
+fn default_groups_claim() -> String {
+    "groups".to_string()
+}
+
+fn default_jwks_max_ttl() -> Duration {
+    crate::http::keys::DEFAULT_JWKS_MAX_TTL
+}
+
+fn default_jwks_min_refetch() -> Duration {
+    crate::http::keys::JWKS_REFETCH_INTERVAL
+}
+
 fn password_amr() -> Vec<String> {
     vec!["pwd".to_string()]
 }
@@ -183,6 +247,22 @@ pub struct GatewayConfig {
     /// Lifetime of an app token handed to origins.
     #[serde(with = "humantime_serde")]
     pub app_token_ttl: Duration,
+    /// Upper bound on how long the gateway trusts the IdP's JWKS (the
+    /// response's `Cache-Control: max-age`, capped by this; this without one).
+    #[serde(default = "default_jwks_max_ttl", with = "humantime_serde")]
+    pub jwks_max_ttl: Duration,
+    /// Minimum time since the last JWKS fetch before a token with an
+    /// unknown `kid` may trigger another.
+    #[serde(default = "default_jwks_min_refetch", with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
+    /// The ID token claim that carries the user's groups (`groups`; an
+    /// Entra-like provider puts app roles in `roles`).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Broken on purpose: the IdP's JWKS, once fetched, never expires (a
+    /// removed key stays trusted; E2 catches it).
+    #[serde(default)]
+    pub danger_jwks_no_ttl: bool,
     /// Deliberately broken: forward requests whose session has expired.
     #[serde(default)]
     pub danger_skip_expiry_check: bool,

@@ -271,6 +271,7 @@ impl LabConfig {
             admin_override_ms: self.lockdown.admin_override.as_ref().map_or(0, |o| crate::net::millis(o.duration)),
             expiry_grace_ms: crate::net::millis(self.oracle.expiry_grace),
             revocation_grace_ms: crate::net::millis(self.oracle.revocation_grace),
+            jwks_max_ttl_ms: crate::net::millis(self.gateway.jwks_max_ttl),
             mfa: MfaSpec {
                 host: self.mfa.host.clone(),
                 origin: self.mfa_origin(),

@@ -33,6 +33,7 @@ use self::session::{
 };
 use crate::config::{AppConfig, GatewayConfig, MfaConfig};
 use crate::http::cookies::cookie_value;
+use crate::http::keys::KeyCachePolicy;
 use crate::http::{Fetch, HttpClient, PeerAddr, RemoteKeys, bearer_token, redirect, with_cookie};
 use crate::jose::{Expect, KeyError, MacKey, SigningKey, TokenError, jwk_set};
 use crate::net::{Net, SharedClock, UnixMillis};
@@ -135,6 +136,16 @@ impl Gateway {
             redirect_uri: format!("{}{CALLBACK_PATH}", config.auth_url.trim_end_matches('/')),
             leeway_s: config.leeway.as_secs(),
         };
+        let provider = ProviderCache::new(
+            clock.clone(),
+            KeyCachePolicy {
+                max_ttl: config.jwks_max_ttl,
+                min_refetch: config.jwks_min_refetch,
+                danger_no_ttl: config.danger_jwks_no_ttl,
+            },
+            recorder.clone(),
+        );
+        let mfa_keys = RemoteKeys::new(format!("{}{MFA_CERTS_PATH}", mfa.url.trim_end_matches('/')), clock.clone());
         Ok(Gateway {
             config,
             rp,
@@ -145,13 +156,13 @@ impl Gateway {
             key,
             session_key,
             http,
-            provider: tokio::sync::Mutex::new(ProviderCache::default()),
+            provider: tokio::sync::Mutex::new(provider),
             pending: Mutex::new(BTreeMap::new()),
             registry: Mutex::new(Registry::default()),
             mfa_url: mfa.url.trim_end_matches('/').to_string(),
             org_mfa: mfa.organization.clone(),
             access,
-            mfa_keys: RemoteKeys::new(format!("{}{MFA_CERTS_PATH}", mfa.url.trim_end_matches('/'))),
+            mfa_keys,
             pending_mfa: Mutex::new(BTreeMap::new()),
             devices: Mutex::new(BTreeMap::new()),
         })
@@ -177,6 +188,21 @@ impl Gateway {
                 .record(EventBody::SessionRevoked { sid: sid.clone(), reason: "revoked by an administrator".into() });
         }
         sids
+    }
+
+    /// Runs ID tokens handed to the gateway through its ID-token check (as
+    /// if each came back from the token endpoint) and returns how many it
+    /// accepted. Each verdict is traced by the key cache.
+    pub async fn verify_id_tokens(&self, tokens: &[String]) -> usize {
+        let mut accepted = 0;
+        for token in tokens {
+            let now = self.clock.now();
+            match self.rp.validate(&self.http, &self.provider, token, now).await {
+                Ok(_) => accepted += 1,
+                Err(e) => self.recorder.record(EventBody::GatewayLoginRejected { reason: e.to_string() }),
+            }
+        }
+        accepted
     }
 
     /// The public keys origins use to verify app tokens.
@@ -462,7 +488,7 @@ async fn callback(gw: &Gateway, ctx: &RequestCtx) -> Response {
         sid: gw.rng.hex_id(8),
         user: claims.sub.clone(),
         email: claims.email.clone().unwrap_or_default(),
-        groups: claims.groups.clone(),
+        groups: claims.groups_from(&gw.config.groups_claim),
         device: device.clone(),
         issued: now,
         expires: now.plus(gw.config.session_duration),

@@ -1,20 +1,20 @@
-//! The gateway as an OpenID Connect relying party: discovery, JWKS with a
-//! refetch on unknown keys, the authorization code exchange with PKCE, and
-//! ID token validation.
+//! The gateway as an OpenID Connect relying party: discovery, the
+//! provider's keys (the shared [`RemoteKeys`] cache: TTL, bounded refetch on
+//! unknown keys, traced), the authorization code exchange with PKCE, and ID
+//! token validation.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 use url::Url;
 
-use crate::http::{Fetch, HttpClient};
-use crate::jose::{Expect, TokenError, verify};
-use crate::net::UnixMillis;
+pub use crate::http::keys::JWKS_REFETCH_INTERVAL;
+use crate::http::keys::{KeyCachePolicy, KeysError};
+use crate::http::{Fetch, HttpClient, RemoteKeys};
+use crate::jose::{Expect, TokenError};
+use crate::net::{SharedClock, UnixMillis};
 use crate::oauth::{ProviderMetadata, TokenResponse, pkce_challenge};
-
-/// Minimum time between two JWKS fetches triggered by unknown keys.
-pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+use crate::trace::Recorder;
 
 /// Why a sign-in failed at the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,10 @@ pub enum LoginError {
     /// The ID token failed validation.
     #[error("id token: {0}")]
     IdToken(#[from] TokenError),
+    /// The ID token names a key that is not (yet) in the provider's set and
+    /// a refetch is not allowed yet.
+    #[error("id token: {0}")]
+    KeyRateLimited(String),
     /// The `state` is unknown or expired.
     #[error("unknown or expired state")]
     UnknownState,
@@ -94,14 +98,51 @@ pub struct IdentityClaims {
     /// When the user authenticated at the provider (seconds), if given.
     #[serde(default)]
     pub auth_time: Option<u64>,
+    /// Every other claim (vendor claims such as `roles`, `oid`, `tid`).
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl IdentityClaims {
+    /// The user's groups, read from the claim named `claim` (`groups`, or a
+    /// vendor's `roles`); a claim that is not a list of strings gives none.
+    pub fn groups_from(&self, claim: &str) -> Vec<String> {
+        if claim == "groups" {
+            return self.groups.clone();
+        }
+        match self.other.get(claim) {
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The relying party's cached view of its provider.
-#[derive(Debug, Default)]
 pub struct ProviderCache {
     metadata: Option<ProviderMetadata>,
-    jwks: Option<JwkSet>,
-    jwks_fetched: Option<UnixMillis>,
+    keys: Option<Arc<RemoteKeys>>,
+    clock: SharedClock,
+    policy: KeyCachePolicy,
+    recorder: Recorder,
+}
+
+impl ProviderCache {
+    /// An empty cache whose key cache will follow `policy` and record with `recorder`.
+    pub fn new(clock: SharedClock, policy: KeyCachePolicy, recorder: Recorder) -> Self {
+        ProviderCache { metadata: None, keys: None, clock, policy, recorder }
+    }
+}
+
+impl From<KeysError> for LoginError {
+    fn from(e: KeysError) -> Self {
+        match e {
+            KeysError::Unavailable(m) => LoginError::Jwks(m),
+            KeysError::Token(t) => LoginError::IdToken(t),
+            e @ KeysError::UnknownKeyRateLimited(_) => LoginError::KeyRateLimited(e.to_string()),
+        }
+    }
 }
 
 /// Settings of the relying party.
@@ -211,7 +252,9 @@ impl RelyingParty {
         Ok(claims)
     }
 
-    async fn validate(
+    /// Validates an ID token's signature (against the provider's keys) and
+    /// registered claims; the caller checks the nonce.
+    pub async fn validate(
         &self,
         http: &HttpClient,
         cache: &tokio::sync::Mutex<ProviderCache>,
@@ -225,43 +268,29 @@ impl RelyingParty {
             leeway_s: self.leeway_s,
             danger_ignore_expiry: false,
         };
-        let keys = self.jwks(http, cache, now, false).await?;
-        match verify::<IdentityClaims>(id_token, &keys, &expect) {
-            Err(TokenError::UnknownKey(_)) => {
-                // The provider may have rotated its keys: refetch, at a bounded rate.
-                let keys = self.jwks(http, cache, now, true).await?;
-                Ok(verify(id_token, &keys, &expect)?)
-            }
-            other => Ok(other?),
-        }
+        let keys = self.keys(http, cache).await?;
+        Ok(keys.verify::<IdentityClaims>(http, id_token, &expect).await?)
     }
 
-    async fn jwks(
+    /// The provider's key cache, made once its `jwks_uri` is known.
+    async fn keys(
         &self,
         http: &HttpClient,
         cache: &tokio::sync::Mutex<ProviderCache>,
-        now: UnixMillis,
-        refresh: bool,
-    ) -> Result<JwkSet, LoginError> {
-        {
-            let c = cache.lock().await;
-            let recently = c.jwks_fetched.is_some_and(|t| now.since(t) < JWKS_REFETCH_INTERVAL);
-            if let Some(keys) = &c.jwks
-                && (!refresh || recently)
-            {
-                return Ok(keys.clone());
-            }
+    ) -> Result<Arc<RemoteKeys>, LoginError> {
+        if let Some(k) = cache.lock().await.keys.clone() {
+            return Ok(k);
         }
         let metadata = self.metadata(http, cache).await?;
-        let url = Url::parse(&metadata.jwks_uri).map_err(|e| LoginError::Jwks(e.to_string()))?;
-        let response = http.send(Fetch::get(url)).await.map_err(|e| LoginError::Jwks(e.to_string()))?;
-        if response.status != 200 {
-            return Err(LoginError::Jwks(format!("status {}", response.status)));
-        }
-        let keys: JwkSet = serde_json::from_slice(&response.body).map_err(|e| LoginError::Jwks(e.to_string()))?;
+        Url::parse(&metadata.jwks_uri).map_err(|e| LoginError::Jwks(e.to_string()))?;
         let mut c = cache.lock().await;
-        c.jwks = Some(keys.clone());
-        c.jwks_fetched = Some(now);
+        if let Some(k) = c.keys.clone() {
+            return Ok(k);
+        }
+        let keys = Arc::new(
+            RemoteKeys::with_policy(metadata.jwks_uri.clone(), c.clock.clone(), c.policy).traced(c.recorder.clone()),
+        );
+        c.keys = Some(keys.clone());
         Ok(keys)
     }
 }

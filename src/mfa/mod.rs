@@ -227,7 +227,7 @@ impl MfaService {
         Ok(MfaService {
             key: SigningKey::es256(&rng.child("signing-key"))?,
             cookie_key: MacKey::generate(&rng.child("cookie-key")),
-            gateway_keys: RemoteKeys::new(format!("{gateway_url}{CERTS_PATH}")),
+            gateway_keys: RemoteKeys::new(format!("{gateway_url}{CERTS_PATH}"), clock.clone()),
             gateway_url,
             config,
             clock,

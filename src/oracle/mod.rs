@@ -22,6 +22,7 @@
 //! * **E4 (no forwarding without a session)**: every request the gateway
 //!   forwards, and every request an origin serves, carries a session that
 //!   is issued, unexpired and unrevoked at that instant (no grace).
+//! * **E2 (ID tokens only under published keys)**: see the `keys` submodule.
 //! * **E5** and **E7** (independent MFA): see the `mfa` submodule.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,6 +60,7 @@ impl fmt::Display for Violation {
     }
 }
 
+mod keys;
 mod mfa;
 
 #[derive(Clone, Debug)]
@@ -138,6 +140,7 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
         levers: Vec::new(),
         violations: Vec::new(),
         mfa: mfa::MfaMemory::default(),
+        keys: keys::KeyHistory::default(),
     };
     for event in &trace.events {
         oracle.observe(event);
@@ -157,6 +160,7 @@ struct Oracle {
     interactive_user: String,
     violations: Vec<Violation>,
     mfa: mfa::MfaMemory,
+    keys: keys::KeyHistory,
 }
 
 impl Oracle {
@@ -172,6 +176,7 @@ impl Oracle {
 
     fn observe(&mut self, e: &Event) {
         self.observe_mfa(e);
+        self.observe_keys(e);
         match &e.body {
             EventBody::SessionIssued { sid, user, device, expires_t, groups } => {
                 self.sessions.insert(

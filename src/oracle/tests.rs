@@ -404,3 +404,37 @@ fn levers_count_only_within_their_configured_bound() {
     assert!(v[0].message.contains("beyond its configured bound"), "{}", v[0].message);
     assert!(v[3].message.contains("has it off"), "{}", v[3].message);
 }
+
+#[test]
+fn e2_accepts_only_keys_the_idp_published_within_the_ttl() {
+    let mut b = Builder::new(0, 0);
+    if let EventBody::RunStarted { spec, .. } = &mut b.events[0].body {
+        spec.jwks_max_ttl_ms = 60_000;
+    }
+    let published = |kids: &[&str]| EventBody::IdpKeysPublished {
+        kids: kids.iter().map(|k| k.to_string()).collect(),
+        signing: kids[0].to_string(),
+        why: "t".into(),
+    };
+    let accepted = |kid: Option<&str>| EventBody::TokenAccepted {
+        keys: "https://idp/jwks".into(),
+        kid: kid.map(str::to_string),
+        alg: "ES256".into(),
+    };
+    b.push(0, "idp", published(&["k1"])); // seq 1
+    b.push(1_000, "gateway", accepted(Some("k1"))); // seq 2: published: fine
+    b.push(2_000, "gateway", accepted(Some("k2"))); // seq 3: k2 not published (yet): E2
+    b.push(10_000, "idp", published(&["k2"])); // seq 4: k1 withdrawn at 10 s
+    b.push(69_999, "gateway", accepted(Some("k1"))); // seq 5: within the TTL after withdrawal: fine
+    b.push(70_000, "gateway", accepted(Some("k1"))); // seq 6: at the bound: E2
+    b.push(70_001, "gateway", accepted(Some("rogue"))); // seq 7: never published: E2
+    b.push(70_002, "gateway", accepted(None)); // seq 8: no kid: E2
+    b.push(70_003, "gateway", accepted(Some("k2"))); // seq 9: fine
+    let v = b.check();
+    let want: Vec<(String, u64)> =
+        [("E2", 3), ("E2", 6), ("E2", 7), ("E2", 8)].iter().map(|(i, s)| (i.to_string(), *s)).collect();
+    assert_eq!(ids(&v), want, "{v:#?}");
+    assert!(v[0].message.contains("never published"), "{}", v[0].message);
+    assert!(v[1].message.contains("withdrawn at"), "{}", v[1].message);
+    assert!(v[2].message.contains("never published"), "{}", v[2].message);
+}

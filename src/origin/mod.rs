@@ -32,7 +32,7 @@ pub struct Origin {
 impl Origin {
     /// The origin of `app`, trusting app tokens issued by the gateway at `gateway_url`.
     pub fn new(app: &str, gateway_url: &str, clock: SharedClock, recorder: Recorder, http: HttpClient) -> Self {
-        let keys = RemoteKeys::new(format!("{}{CERTS_PATH}", gateway_url.trim_end_matches('/')));
+        let keys = RemoteKeys::new(format!("{}{CERTS_PATH}", gateway_url.trim_end_matches('/')), clock.clone());
         Origin { app: app.to_string(), issuer: gateway_url.to_string(), clock, recorder, http, keys }
     }
 
@@ -55,7 +55,7 @@ impl Origin {
             leeway_s: 0,
             danger_ignore_expiry: false,
         };
-        self.keys.verify(&self.http, token, &expect).await
+        self.keys.verify(&self.http, token, &expect).await.map_err(|e| e.to_string())
     }
 }
 

@@ -51,6 +51,12 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("multi-user-switch", include_str!("../../scenarios/multi-user-switch.toml")),
     ("sleep-resume", include_str!("../../scenarios/sleep-resume.toml")),
     ("admin-override", include_str!("../../scenarios/admin-override.toml")),
+    ("jwks-rotation", include_str!("../../scenarios/jwks-rotation.toml")),
+    ("forged-token-alg-none", include_str!("../../scenarios/forged-token-alg-none.toml")),
+    ("forged-token-key-confusion", include_str!("../../scenarios/forged-token-key-confusion.toml")),
+    ("forged-token-unpublished-key", include_str!("../../scenarios/forged-token-unpublished-key.toml")),
+    ("idp-profile-entra", include_str!("../../scenarios/idp-profile-entra.toml")),
+    ("idp-outage", include_str!("../../scenarios/idp-outage.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.
@@ -224,6 +230,23 @@ pub enum Action {
         /// The UI's lab process name.
         process: String,
     },
+    /// Something happens to the identity provider (rotation, removal,
+    /// outage, delay, forged tokens).
+    Idp(crate::idp::IdpCommand),
+    /// The attacker hands the gateway's ID-token check `count` tokens, each
+    /// under a different unknown `kid`.
+    KidFlood {
+        /// How many.
+        count: usize,
+    },
+    /// Count the trace events of one type (and reason prefix) recorded
+    /// since the previous `count_events` step for that type.
+    CountEvents {
+        /// Event type (the trace's `event` tag).
+        event: String,
+        /// Only events whose `reason` starts with this.
+        reason: Option<String>,
+    },
 }
 
 impl Action {
@@ -289,6 +312,22 @@ impl Action {
             }
             Action::AdminOverrideNow => "the user types the administrator's current override code".into(),
             Action::UiStatus { process } => format!("{process} asks the agent for its state over loopback"),
+            Action::Idp(command) => {
+                use crate::idp::IdpCommand::*;
+                match command {
+                    RotateKeys => "the IdP rotates its signing key".into(),
+                    RemoveKey => "the IdP removes its signing key from the JWKS (emergency)".into(),
+                    Outage(d) => format!("the IdP is unavailable for {}", humantime::format_duration(*d)),
+                    Delay(d) => format!("the IdP delays every response by {}", humantime::format_duration(*d)),
+                    Forge(Some(f)) => format!("the token endpoint returns forged ID tokens ({})", f.as_str()),
+                    Forge(None) => "the token endpoint returns genuine ID tokens".into(),
+                }
+            }
+            Action::KidFlood { count } => format!("attacker presents {count} ID tokens with unknown kids"),
+            Action::CountEvents { event, reason } => match reason {
+                Some(r) => format!("count `{event}` events ({r}) since the last count of them"),
+                None => format!("count `{event}` events since the last count of them"),
+            },
         }
     }
 }

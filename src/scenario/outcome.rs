@@ -21,6 +21,10 @@ pub enum Outcome {
     Ok,
     /// This many sessions were revoked.
     Revoked(usize),
+    /// The gateway accepted this many of the tokens presented.
+    Accepted(usize),
+    /// This many events were counted.
+    Count(usize),
     /// Anything else that went wrong, with a description.
     Failed(String),
     /// No outcome within the step timeout.
@@ -38,6 +42,8 @@ impl fmt::Display for Outcome {
             Outcome::Refused => f.write_str("refused"),
             Outcome::Ok => f.write_str("ok"),
             Outcome::Revoked(n) => write!(f, "revoked {n}"),
+            Outcome::Accepted(n) => write!(f, "accepted {n}"),
+            Outcome::Count(n) => write!(f, "count {n}"),
             Outcome::Failed(why) => write!(f, "failed: {why}"),
             Outcome::Timeout => f.write_str("timeout"),
         }
@@ -59,7 +65,7 @@ impl Expectation {
             ["blocked" | "cut" | "refused" | "ok" | "timeout" | "handoff" | "failed"] => true,
             ["agent", "locked" | "authenticating" | "connected"] => true,
             ["http", code] => code.parse::<u16>().is_ok_and(|c| (100..600).contains(&c)),
-            ["revoked", n] => n.parse::<usize>().is_ok(),
+            ["revoked" | "accepted" | "count", n] => n.parse::<usize>().is_ok(),
             _ => false,
         };
         if ok {
@@ -67,7 +73,8 @@ impl Expectation {
         } else {
             Err(format!(
                 "unknown expectation `{text}`: expected one of `http <status>`, `blocked`, `cut`, `refused`, \
-                 `ok`, `handoff`, `timeout`, `failed`, `agent locked|authenticating|connected`, `revoked <n>`"
+                 `ok`, `handoff`, `timeout`, `failed`, `agent locked|authenticating|connected`, `revoked <n>`, \
+                 `accepted <n>`, `count <n>`"
             ))
         }
     }
@@ -105,11 +112,15 @@ mod tests {
         assert!(f.matches(&Outcome::Failed("anything".into())));
         assert!(!f.matches(&Outcome::Blocked));
         assert!(Expectation::parse("agent connected").unwrap().matches(&Outcome::Agent("connected".into())));
+        assert!(Expectation::parse("count 1").unwrap().matches(&Outcome::Count(1)));
+        assert!(!Expectation::parse("count 1").unwrap().matches(&Outcome::Count(2)));
+        assert!(Expectation::parse("accepted 0").unwrap().matches(&Outcome::Accepted(0)));
+        assert!(!Expectation::parse("accepted 0").unwrap().matches(&Outcome::Count(0)));
     }
 
     #[test]
     fn unknown_expectations_are_refused() {
-        for bad in ["", "http", "http abc", "http 99", "agent sleepy", "revoked x", "allowed"] {
+        for bad in ["", "http", "http abc", "http 99", "agent sleepy", "revoked x", "allowed", "count", "accepted -1"] {
             assert!(Expectation::parse(bad).is_err(), "{bad}");
         }
     }

@@ -13,11 +13,13 @@ use crate::authenticator::AuthenticatorProfile;
 use crate::config::{AGENT_PROCESS, AUTH_PROCESS, DEFAULT_LAB_NAME, LabConfig, Resolved};
 use crate::device::OsEvent;
 use crate::http::Credentials;
+use crate::idp::IdpCommand;
+use crate::idp::forge::Forgery;
 use crate::input::{InputError, Source, line_col};
 use crate::policy::FactorKind;
 
 /// Invariants a scenario may declare it expects to see violated.
-pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E3", "E4", "E5", "E7"];
+pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E2", "E3", "E4", "E5", "E7"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +81,11 @@ struct RawStep {
     fresh_profile: Option<Spanned<bool>>,
     org: Option<Spanned<String>>,
     code: Option<Spanned<String>>,
+    duration: Option<Spanned<String>>,
+    forge: Option<Spanned<String>>,
+    count: Option<Spanned<i64>>,
+    event: Option<Spanned<String>>,
+    reason: Option<Spanned<String>>,
 }
 
 impl RawStep {
@@ -113,6 +120,11 @@ impl RawStep {
         add("fresh_profile", self.fresh_profile.as_ref().map(Spanned::span));
         add("org", self.org.as_ref().map(Spanned::span));
         add("code", self.code.as_ref().map(Spanned::span));
+        add("duration", self.duration.as_ref().map(Spanned::span));
+        add("forge", self.forge.as_ref().map(Spanned::span));
+        add("count", self.count.as_ref().map(Spanned::span));
+        add("event", self.event.as_ref().map(Spanned::span));
+        add("reason", self.reason.as_ref().map(Spanned::span));
         v
     }
 }
@@ -161,7 +173,29 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("captive_portal", &[]),
     ("admin_override", &["code"]),
     ("ui_status", &["process"]),
+    ("idp_rotate_keys", &[]),
+    ("idp_remove_key", &[]),
+    ("idp_outage", &["duration"]),
+    ("idp_delay", &["by"]),
+    ("idp_forge", &["forge"]),
+    ("kid_flood", &["from", "count"]),
+    ("count_events", &["event", "reason"]),
 ];
+
+/// Events `count_events` can count.
+pub const COUNTABLE_EVENTS: &[&str] = &[
+    "jwks_fetched",
+    "token_accepted",
+    "token_rejected",
+    "idp_keys_published",
+    "idp_token_issued",
+    "idp_rejected",
+    "gateway_login_rejected",
+    "session_issued",
+];
+
+/// Largest `count` of a `kid_flood`.
+const MAX_FLOOD: i64 = 10_000;
 
 /// The lab process name of the agent's tray UI (the default for `ui_status`).
 pub const UI_PROCESS: &str = "lockstep-ui";
@@ -513,6 +547,44 @@ fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
             stream: required(&s.stream, "stream", a, ctx)?.get_ref().clone(),
             line: s.line.as_ref().map(|l| l.get_ref().clone()).unwrap_or_else(|| "ping".into()),
         },
+        "idp_rotate_keys" => Action::Idp(IdpCommand::RotateKeys),
+        "idp_remove_key" => Action::Idp(IdpCommand::RemoveKey),
+        "idp_outage" => Action::Idp(IdpCommand::Outage(ctx.duration(required(&s.duration, "duration", a, ctx)?)?)),
+        "idp_delay" => Action::Idp(IdpCommand::Delay(ctx.duration(required(&s.by, "by", a, ctx)?)?)),
+        "idp_forge" => {
+            let f = required(&s.forge, "forge", a, ctx)?;
+            let kind = match f.get_ref().as_str() {
+                "off" => None,
+                name => Some(Forgery::from_name(name).ok_or_else(|| {
+                    let known: Vec<&str> = Forgery::ALL.iter().map(|(_, n)| *n).collect();
+                    ctx.err(f.span(), format!("unknown forgery `{name}` (known: {}, off)", known.join(", ")))
+                })?),
+            };
+            Action::Idp(IdpCommand::Forge(kind))
+        }
+        "kid_flood" => {
+            if let Some(f) = &s.from
+                && f.get_ref() != "attacker"
+            {
+                return Err(ctx.err(f.span(), "`from` can only be `attacker`"));
+            }
+            let c = required(&s.count, "count", a, ctx)?;
+            let count = usize::try_from(*c.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_FLOOD as usize).contains(n))
+                .ok_or_else(|| ctx.err(c.span(), format!("`count` is a number of tokens from 1 to {MAX_FLOOD}")))?;
+            Action::KidFlood { count }
+        }
+        "count_events" => {
+            let e = required(&s.event, "event", a, ctx)?;
+            if !COUNTABLE_EVENTS.contains(&e.get_ref().as_str()) {
+                return Err(ctx.err(
+                    e.span(),
+                    format!("`{}` is not a countable event (known: {})", e.get_ref(), COUNTABLE_EVENTS.join(", ")),
+                ));
+            }
+            Action::CountEvents { event: e.get_ref().clone(), reason: s.reason.as_ref().map(|r| r.get_ref().clone()) }
+        }
         other => return Err(ctx.err(a.span(), format!("unknown action `{other}`"))),
     })
 }
@@ -560,6 +632,19 @@ mod tests {
             ("[config.gateway]\nleeway = true\n[[step]]\ndo = \"boot\"\n", 4, 1, "gateway.leeway"),
             ("[[step]]\ndo = \"sign_in\"\n", 4, 6, "needs `user`"),
             ("[[step]]\ndo = \"kill\"\nprocess = \"explorer\"\n", 5, 11, "not a program"),
+            ("[[step]]\ndo = \"idp_outage\"\n", 4, 6, "needs `duration`"),
+            ("[[step]]\ndo = \"idp_outage\"\nduration = \"a while\"\n", 5, 12, "not a duration"),
+            ("[[step]]\ndo = \"idp_delay\"\nby = \"-1s\"\n", 5, 6, "not a duration"),
+            ("[[step]]\ndo = \"idp_forge\"\nforge = \"rot13\"\n", 5, 9, "unknown forgery"),
+            ("[[step]]\ndo = \"idp_forge\"\n", 4, 6, "needs `forge`"),
+            ("[[step]]\ndo = \"idp_rotate_keys\"\nforge = \"off\"\n", 5, 9, "does not apply"),
+            ("[[step]]\ndo = \"kid_flood\"\ncount = 0\n", 5, 9, "from 1 to"),
+            ("[[step]]\ndo = \"kid_flood\"\ncount = 5\nfrom = \"browser\"\n", 6, 8, "only be `attacker`"),
+            ("[[step]]\ndo = \"count_events\"\nevent = \"jwks\"\n", 5, 9, "not a countable event"),
+            ("[[step]]\ndo = \"count_events\"\nreason = \"x\"\n", 4, 6, "needs `event`"),
+            ("[config.idp]\nprofile = \"auth0\"\n[[step]]\ndo = \"boot\"\n", 4, 1, "idp.profile"),
+            ("[config.idp]\ndanger_forge = \"maybe\"\n[[step]]\ndo = \"boot\"\n", 4, 1, "idp.danger_forge"),
+            ("[config.gateway]\njwks_max_ttl = \"soon\"\n[[step]]\ndo = \"boot\"\n", 4, 1, "gateway.jwks_max_ttl"),
         ];
         for (body, line, col, fragment) in cases {
             let err = parse_str(&format!("{HEAD}{body}")).unwrap_err();

@@ -131,6 +131,11 @@ pub struct EnforcementSpec {
     /// The independent-MFA policy (E5, E7).
     #[serde(default)]
     pub mfa: MfaSpec,
+    /// The longest the gateway may trust a fetched JWKS of the IdP (ms):
+    /// how long after the IdP withdraws a key its tokens may still be
+    /// accepted (E2). Absent in traces older than E2: no tolerance.
+    #[serde(default)]
+    pub jwks_max_ttl_ms: u64,
 }
 
 /// The MFA policy the administrator asked for, as the oracle needs it.
@@ -403,11 +408,63 @@ pub enum EventBody {
         /// Authentication methods claimed (`amr`).
         #[serde(default)]
         amr: Vec<String>,
+        /// Set when the token was forged by a misbehaviour knob (its kind).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forged: Option<String>,
     },
     /// The IdP refused a request.
     IdpRejected {
         /// Endpoint.
         endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// The IdP's published key set changed (at start, rotation, removal).
+    IdpKeysPublished {
+        /// Key ids now in its JWKS, in publication order.
+        kids: Vec<String>,
+        /// The key id that signs new tokens.
+        signing: String,
+        /// Why it changed (`start`, `rotate`, `remove <kid>`, `retire <kid>`).
+        why: String,
+    },
+    /// The IdP's misbehaviour knobs changed (a scenario action).
+    IdpMisbehaviour {
+        /// What is now in force, in words.
+        what: String,
+    },
+
+    // ---- key caches (verifiers of JWTs) ----
+    /// A verifier fetched a JWKS.
+    JwksFetched {
+        /// The JWKS URL.
+        url: String,
+        /// `first_use`, `ttl_expired` or `unknown_kid`.
+        reason: String,
+        /// `ok` or why the fetch failed.
+        result: String,
+        /// Key ids in the fetched set.
+        kids: Vec<String>,
+        /// How long the set is trusted (ms).
+        ttl_ms: u64,
+    },
+    /// A verifier accepted a token.
+    TokenAccepted {
+        /// The JWKS URL whose keys verified it.
+        keys: String,
+        /// Its `kid`.
+        kid: Option<String>,
+        /// Its `alg`.
+        alg: String,
+    },
+    /// A verifier rejected a token.
+    TokenRejected {
+        /// The JWKS URL it was checked against.
+        keys: String,
+        /// Its `kid`.
+        kid: Option<String>,
+        /// Its `alg` (as written).
+        alg: String,
         /// Why.
         reason: String,
     },

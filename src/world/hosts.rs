@@ -15,7 +15,7 @@ use crate::config::{LabConfig, Resolved};
 use crate::device::{DeviceCommand, DeviceSetup, Disk, Windows, install_agent};
 use crate::gateway::Gateway;
 use crate::http::{Browser, FetchError, HttpClient, Landing, Navigation};
-use crate::idp::Idp;
+use crate::idp::{Idp, IdpCommand};
 use crate::mfa::MfaService;
 use crate::net::SharedClock;
 use crate::net::sim::{HostError, SimWorld};
@@ -33,6 +33,23 @@ pub enum GatewayCommand {
         /// Number of sessions revoked.
         reply: oneshot::Sender<usize>,
     },
+    /// Run ID tokens (an attacker's) through the gateway's ID-token check;
+    /// replies with how many it accepted.
+    VerifyIdTokens {
+        /// The tokens.
+        tokens: Vec<String>,
+        /// How many were accepted.
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+/// A scenario's command to the identity provider, with its reply.
+#[derive(Debug)]
+pub struct IdpControl {
+    /// What to do.
+    pub command: IdpCommand,
+    /// What it did, or why not.
+    pub reply: oneshot::Sender<Result<String, String>>,
 }
 
 /// What an administrator can do at the MFA service's console.
@@ -67,6 +84,7 @@ pub struct Controls {
     pub gateway: Control<GatewayCommand>,
     pub attacker: Control<AttackerCommand>,
     pub mfa: Control<MfaCommand>,
+    pub idp: Control<IdpControl>,
 }
 
 fn err(e: impl std::error::Error + 'static) -> HostError {
@@ -94,16 +112,34 @@ pub fn build(
     let directory = resolved.directory.clone();
 
     // Identity provider.
+    let idp_control = Control::default();
     {
         let ip = host_ip(&lab.idp.host);
         let addr = SocketAddr::new(ip, port_of(&lab.idp.issuer));
-        let (config, clock, rng, rec, net) =
-            (lab.idp.clone(), clock.clone(), rng.child("idp"), recorder.for_host(&lab.idp.host), net.clone());
+        let (config, clock, rng, rec, net, control) = (
+            lab.idp.clone(),
+            clock.clone(),
+            rng.child("idp"),
+            recorder.for_host(&lab.idp.host),
+            net.clone(),
+            idp_control.clone(),
+        );
         world.host(ip, move || {
             let idp = Idp::new(config.clone(), clock.clone(), rng.clone(), rec.clone());
             let net = net.clone();
+            let mut commands = control.publish();
             async move {
-                Arc::new(idp.map_err(err)?).run(net, addr).await.map_err(err)?;
+                let idp = Arc::new(idp.map_err(err)?);
+                let console = async {
+                    while let Some(IdpControl { command, reply }) = commands.recv().await {
+                        let _ = reply.send(idp.command(command));
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    served = idp.clone().run(net, addr) => served.map_err(err)?,
+                    _ = console => {}
+                }
                 Ok(())
             }
         });
@@ -132,8 +168,15 @@ pub fn build(
             async move {
                 let gateway = Arc::new(gateway.map_err(err)?);
                 let console = async {
-                    while let Some(GatewayCommand::Revoke { user, reply }) = commands.recv().await {
-                        let _ = reply.send(gateway.revoke_user(&user).len());
+                    while let Some(command) = commands.recv().await {
+                        match command {
+                            GatewayCommand::Revoke { user, reply } => {
+                                let _ = reply.send(gateway.revoke_user(&user).len());
+                            }
+                            GatewayCommand::VerifyIdTokens { tokens, reply } => {
+                                let _ = reply.send(gateway.verify_id_tokens(&tokens).await);
+                            }
+                        }
                     }
                 };
                 tokio::select! {
@@ -284,5 +327,11 @@ pub fn build(
         });
     }
 
-    Controls { device: device_control, gateway: gateway_control, attacker: attacker_control, mfa: mfa_control }
+    Controls {
+        device: device_control,
+        gateway: gateway_control,
+        attacker: attacker_control,
+        mfa: mfa_control,
+        idp: idp_control,
+    }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
 use self::factors::{Factor, Factors, Responder};
-use self::hosts::{AttackerCommand, GatewayCommand, MfaCommand};
+use self::hosts::{AttackerCommand, GatewayCommand, IdpControl, MfaCommand};
 use crate::authenticator::VirtualAuthenticator;
 use crate::device::{AppAction, AppResult, DeviceCommand, OsEvent};
 use crate::http::{FetchError, Landing, Navigation};
@@ -196,6 +196,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         rng: root.child("driver"),
         findings: Vec::new(),
         gateway_url: lab.gateway.auth_url.clone(),
+        idp_issuer: lab.gateway.idp_issuer.clone(),
+        client_id: lab.gateway.client_id.clone(),
+        counted_up_to: BTreeMap::new(),
+        floods: 0,
         interactive_user: lab.device.interactive_user.clone(),
         override_codes: lab
             .lockdown
@@ -239,6 +243,13 @@ struct Driver<'a> {
     rng: SeededRng,
     findings: Vec<String>,
     gateway_url: String,
+    /// What the attacker's forged ID tokens claim (issuer, audience).
+    idp_issuer: String,
+    client_id: String,
+    /// Per event type, the sequence number from which `count_events` counts next.
+    counted_up_to: BTreeMap<String, u64>,
+    /// Kid floods so far (each draws fresh key ids).
+    floods: u64,
     interactive_user: String,
     /// What the administrator's console computes override codes from.
     override_codes: Option<(crate::totp::TotpSettings, Vec<u8>)>,
@@ -461,6 +472,56 @@ impl Driver<'_> {
                     Reply::Got(AppResult::Stream(Err(e))) => fetch_outcome(e),
                     other => app_failure(other),
                 }
+            }
+            Action::Idp(command) => {
+                let control = self.controls.idp.clone();
+                let command = command.clone();
+                match self.ask(&control, |reply| IdpControl { command, reply })? {
+                    Reply::Got(Ok(_)) => Outcome::Ok,
+                    Reply::Got(Err(e)) => Outcome::Failed(e),
+                    Reply::NotRunning => Outcome::Failed("the identity provider is not running".into()),
+                    Reply::Timeout => Outcome::Timeout,
+                }
+            }
+            Action::KidFlood { count } => {
+                let now = self.clock.now();
+                let claims = serde_json::json!({
+                    "iss": self.idp_issuer,
+                    "aud": self.client_id,
+                    "sub": "mallory",
+                    "iat": now.as_secs(),
+                    "exp": now.plus(Duration::from_secs(300)).as_secs(),
+                });
+                self.floods += 1;
+                let rng = self.rng.child(&format!("kid-flood-{}", self.floods));
+                let tokens = match crate::idp::forge::kid_flood(&claims, *count, &rng) {
+                    Ok(t) => t,
+                    Err(e) => return Ok(Outcome::Failed(e.to_string())),
+                };
+                let control = self.controls.gateway.clone();
+                match self.ask(&control, |reply| GatewayCommand::VerifyIdTokens { tokens, reply })? {
+                    Reply::Got(n) => Outcome::Accepted(n),
+                    Reply::NotRunning => Outcome::Failed("the gateway is not running".into()),
+                    Reply::Timeout => Outcome::Timeout,
+                }
+            }
+            Action::CountEvents { event, reason } => {
+                let trace = self.recorder.snapshot();
+                let from = self.counted_up_to.get(event).copied().unwrap_or(0);
+                let n = trace
+                    .events
+                    .iter()
+                    .filter(|e| e.seq >= from)
+                    .filter(|e| {
+                        let v = serde_json::to_value(&e.body).unwrap_or_default();
+                        v.get("event").and_then(|x| x.as_str()) == Some(event.as_str())
+                            && reason.as_ref().is_none_or(|r| {
+                                v.get("reason").and_then(|x| x.as_str()).is_some_and(|x| x.starts_with(r.as_str()))
+                            })
+                    })
+                    .count();
+                self.counted_up_to.insert(event.clone(), trace.events.last().map_or(0, |e| e.seq + 1));
+                Outcome::Count(n)
             }
             Action::StreamOpen { process, to, stream } => {
                 let action = AppAction::StreamOpen { to: *to, name: stream.clone() };

@@ -272,3 +272,53 @@ fn without_reauthorization_the_existing_dns_socket_leaks() {
     assert_eq!(invariants(&r), ["E1"]);
     assert!(r.violations.iter().all(|v| v.message.contains("9.9.9.9:53")), "{:#?}", r.violations);
 }
+
+/// The IdP withdraws its key (stolen) and the thief's tokens arrive 40 s
+/// later, past the gateway's 30-second JWKS bound.
+fn stolen_key_after_the_ttl(gateway: &str) -> RunReport {
+    let text = format!(
+        r#"
+name = "stolen-key"
+seed = 5
+[config.gateway]
+jwks_max_ttl = "30s"
+{gateway}
+[[step]]
+do = "boot"
+[[step]]
+do = "sign_in"
+user = "alice"
+expect = "agent connected"
+[[step]]
+do = "idp_remove_key"
+expect = "ok"
+[[step]]
+do = "idp_forge"
+forge = "removed_key"
+expect = "ok"
+[[step]]
+do = "advance"
+by = "40s"
+[[step]]
+do = "request"
+from = "attacker"
+url = "https://chat.lab.test/"
+login_as = "bob"
+"#
+    );
+    let scenario = Scenario::parse(&Source::new("stolen.toml", text), None).unwrap_or_else(|e| panic!("{e}"));
+    world::run(&scenario, scenario.seed)
+}
+
+#[test]
+fn a_gateway_whose_jwks_never_expires_violates_e2() {
+    let good = stolen_key_after_the_ttl("");
+    assert!(good.violations.is_empty(), "{:#?}", good.violations);
+    assert_eq!(good.steps.last().map(|s| s.outcome.as_str()), Some("http 401"));
+
+    let broken = stolen_key_after_the_ttl("danger_jwks_no_ttl = true");
+    assert_eq!(invariants(&broken), ["E2"], "{:#?}", broken.violations);
+    assert_eq!(broken.steps.last().map(|s| s.outcome.as_str()), Some("http 200"));
+    assert!(broken.violations[0].message.contains("withdrawn at"), "{}", broken.violations[0].message);
+    assert!(!broken.passed());
+}
