@@ -274,10 +274,12 @@ impl Plan<'_> {
         }
         self.keys().await;
         let Some(main) = self.main_login().await else { return };
-        self.pkce_and_redirect_checks().await;
+        // Session checks first: they observe the main login's provider
+        // session, which the later logins may replace.
         if self.wants(Profile::SessionSemantics) {
             self.session_checks(&main).await;
         }
+        self.pkce_and_redirect_checks().await;
         if self.wants(Profile::MfaEvidence) {
             self.acr_check().await;
         }
@@ -477,6 +479,16 @@ impl Plan<'_> {
             );
         }
         match cache {
+            Some(c) if c.to_ascii_lowercase().contains("no-store") || c.to_ascii_lowercase().contains("no-cache") => {
+                self.record(
+                    &ids::KEYS_CACHE_HEADERS,
+                    Verdict::Fail,
+                    format!(
+                        "`{c}`: caching is forbidden, so the gateway must refetch for every token or ignore the header"
+                    ),
+                    evidence,
+                )
+            }
             Some(c) => self.record(&ids::KEYS_CACHE_HEADERS, Verdict::Pass, c, evidence),
             None => self.record(
                 &ids::KEYS_CACHE_HEADERS,
@@ -839,8 +851,18 @@ impl Plan<'_> {
                 }
             }
         }
+        let iat = t.time_claim("iat").unwrap_or(0);
+        let leeway = self.options.leeway.as_secs() as i64;
         match t.time_claim("auth_time") {
-            Some(at) => self.record(&ids::MFA_AUTH_TIME, Verdict::Pass, format!("auth_time {at}"), ev),
+            // A sign-in that just happened cannot be older than a day or
+            // later than the token.
+            Some(at) if at > iat + leeway || at < iat - 86_400 => self.record(
+                &ids::MFA_AUTH_TIME,
+                Verdict::Fail,
+                format!("auth_time {at} is not the time of this sign-in (iat {iat}): the evidence's age is unknowable"),
+                ev,
+            ),
+            Some(at) => self.record(&ids::MFA_AUTH_TIME, Verdict::Pass, format!("auth_time {at}, iat {iat}"), ev),
             None => self.record(
                 &ids::MFA_AUTH_TIME,
                 Verdict::Fail,
@@ -1084,6 +1106,13 @@ impl Plan<'_> {
                         self.latest_auth_time = Some(now);
                         (Verdict::Pass, format!("{asked}: auth_time {now}, after the previous {before}"), ev)
                     }
+                    (Some(0), Some(_)) => (
+                        Verdict::Fail,
+                        format!(
+                            "{asked}: auth_time is 0 (see mfa.auth-time), so no new authentication can be observed"
+                        ),
+                        ev,
+                    ),
                     (Some(now), Some(before)) => (
                         Verdict::Fail,
                         format!(
@@ -1103,7 +1132,7 @@ impl Plan<'_> {
     }
 
     async fn refresh_checks(&mut self, main: &MainLogin) {
-        let Some(rt) = main.tokens.refresh_token.clone() else {
+        if main.tokens.refresh_token.is_none() {
             let detail = "no refresh token issued (scopes asked: ".to_string() + &self.scopes() + ")";
             self.record_all(
                 &[
@@ -1116,8 +1145,31 @@ impl Plan<'_> {
                 &detail,
             );
             return;
+        }
+        // A login of its own: the session checks' logout may rightly have
+        // revoked the main login's tokens.
+        let all = [
+            ids::SESSION_REFRESH,
+            ids::SESSION_REFRESH_ROTATION,
+            ids::SESSION_REVOCATION,
+            ids::SESSION_REVOCATION_ACCESS,
+        ];
+        self.offline = true;
+        let fresh = self.login_and_redeem(&[]).await;
+        self.offline = false;
+        let (rt, sub) = match fresh {
+            Ok((_, t)) => match t.refresh_token.clone() {
+                Some(rt) => (rt, t.id_token.as_ref().and_then(|i| i.str_claim("sub").map(str::to_string))),
+                None => {
+                    self.record_all(&all, Verdict::NotRun, "not run: a second login got no refresh token");
+                    return;
+                }
+            },
+            Err(e) => {
+                self.record_all(&all, Verdict::NotRun, &format!("not run: {e}"));
+                return;
+            }
         };
-        let sub = main.id_token.str_claim("sub").map(str::to_string);
         let (outcome, ex) = self.refresh("refresh", &rt).await;
         let refreshed = outcome.and_then(|r| Self::parse_tokens(&r, ex.clone()));
         let new_rt = match &refreshed {
@@ -1157,6 +1209,12 @@ impl Plan<'_> {
             }
         } else {
             self.record(&ids::SESSION_REFRESH_ROTATION, Verdict::NotRun, "not run: refresh failed", Vec::new());
+        }
+        if refreshed.is_err() {
+            let detail = "not run: refresh does not work, so a refusal after revocation would prove nothing";
+            self.record_all(&[ids::SESSION_REVOCATION], Verdict::NotRun, detail);
+            self.record_all(&[ids::SESSION_REVOCATION_ACCESS], Verdict::NotRun, detail);
+            return;
         }
         // Revocation on a login of its own (rotation reuse may have ended the grant).
         let Some(endpoint) = self.meta().url("revocation_endpoint") else {
