@@ -36,7 +36,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Certify a live OpenID Connect provider over real sockets (a verdict
     /// per check and per profile; JSON, JUnit, Markdown and HTML reports).
-    Certify(certify::CertifyArgs),
+    Certify(Box<certify::CertifyArgs>),
 }
 
 fn main() -> ExitCode {
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run::replay(args),
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
-        Command::Certify(args) => certify::certify_cmd(args),
+        Command::Certify(args) => certify::certify_cmd(*args),
     };
     match result {
         Ok(code) => code,

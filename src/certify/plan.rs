@@ -1,7 +1,7 @@
 //! The test plan: the checks of the catalog, run in order against one
 //! provider, sharing the logins they can share.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
@@ -179,8 +179,9 @@ pub async fn certify(
     clock: SharedClock,
     rng: SeededRng,
 ) -> Certification {
-    let started_at = Instant::now();
-    let started = clock.now().rfc3339();
+    let started_at = clock.now();
+    let started = started_at.rfc3339();
+    let plan_clock = clock.clone();
     let mut plan = Plan {
         options,
         driver,
@@ -218,7 +219,7 @@ pub async fn certify(
         client_id: options.client_id.clone(),
         driver: driver_name,
         started,
-        duration_ms: started_at.elapsed().as_millis() as u64,
+        duration_ms: plan_clock.now().since(started_at).as_millis() as u64,
         profiles,
         checks,
     }
@@ -1390,27 +1391,9 @@ impl Plan<'_> {
             return;
         };
         let old_kid = main.id_token.kid().map(str::to_string);
-        let status = tokio::process::Command::new("sh").arg("-c").arg(&command).output().await;
-        match status {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                let detail = format!(
-                    "the rotate command exited with {}: {}",
-                    o.status,
-                    short(&String::from_utf8_lossy(&o.stderr))
-                );
-                self.record(&ids::KEYS_ROTATION, Verdict::NotRun, detail, Vec::new());
-                return;
-            }
-            Err(e) => {
-                self.record(
-                    &ids::KEYS_ROTATION,
-                    Verdict::NotRun,
-                    format!("the rotate command did not start: {e}"),
-                    Vec::new(),
-                );
-                return;
-            }
+        if let Err(e) = super::driver::run_hook(&command).await {
+            self.record(&ids::KEYS_ROTATION, Verdict::NotRun, format!("the rotate command: {e}"), Vec::new());
+            return;
         }
         let login = self.login_and_redeem(&[]).await;
         let (jwks, ex) = self.fetch_jwks("JWKS refetch after rotation").await;
