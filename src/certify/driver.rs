@@ -678,6 +678,28 @@ impl LoginDriver for CommandDriver {
     }
 }
 
+/// Runs a user's hook command (e.g. `--rotate-command`) through `sh -c`,
+/// bounded by [`COMMAND_TIMEOUT`]; an error carries the exit status and
+/// the tail of its stderr.
+pub async fn run_hook(command: &str) -> Result<(), DriverError> {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
+        Err(_) => Err(DriverError::Command(format!("`{command}` ran longer than {COMMAND_TIMEOUT:?}"))),
+        Ok(Err(e)) => Err(DriverError::Command(format!("`{command}` did not start: {e}"))),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: String = stderr.chars().rev().take(STDERR_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
+            Err(DriverError::Command(format!("`{command}` exited with {}: {}", out.status, tail.trim())))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,27 +799,5 @@ mod tests {
         let request = submission(&page, html, 0, f.fields_with(&[])).unwrap();
         assert_eq!(request.url.as_str(), "http://localhost:3000/session/end/confirm");
         assert_eq!(request.body.unwrap().1, Bytes::from("xsrf=s&logout=yes"));
-    }
-}
-
-/// Runs a user's hook command (e.g. `--rotate-command`) through `sh -c`,
-/// bounded by [`COMMAND_TIMEOUT`]; an error carries the exit status and
-/// the tail of its stderr.
-pub async fn run_hook(command: &str) -> Result<(), DriverError> {
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
-        Err(_) => Err(DriverError::Command(format!("`{command}` ran longer than {COMMAND_TIMEOUT:?}"))),
-        Ok(Err(e)) => Err(DriverError::Command(format!("`{command}` did not start: {e}"))),
-        Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: String = stderr.chars().rev().take(STDERR_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
-            Err(DriverError::Command(format!("`{command}` exited with {}: {}", out.status, tail.trim())))
-        }
     }
 }
