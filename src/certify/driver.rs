@@ -712,6 +712,13 @@ mod tests {
         Url::parse("http://127.0.0.1:9/cb").unwrap()
     }
 
+    #[tokio::test]
+    async fn a_hook_that_fails_says_how() {
+        assert!(run_hook("true").await.is_ok());
+        let e = run_hook("echo rotation refused >&2; exit 3").await.unwrap_err().to_string();
+        assert!(e.contains("exit status: 3") && e.contains("rotation refused"), "{e}");
+    }
+
     #[test]
     fn the_last_non_empty_line_is_the_redirect() {
         let out = "opening http://idp/auth\nhttp://127.0.0.1:9/cb?code=x&state=s\n\n  \n";
