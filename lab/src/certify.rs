@@ -31,51 +31,56 @@ enum Target {
 }
 
 #[derive(Args)]
-struct IdpArgs {
+pub(crate) struct IdpArgs {
     /// The issuer identifier, exactly as the gateway is configured with it.
-    #[arg(long)]
-    issuer: String,
+    #[arg(long, required_unless_present = "container")]
+    pub(crate) issuer: Option<String>,
+    /// Start the provider in a container and certify it: keycloak[:TAG]
+    /// (needs a Docker engine and a `lab` built with `--features
+    /// containers`). The container's issuer, client and user are used.
+    #[arg(long, value_name = "PROVIDER[:TAG]", conflicts_with_all = ["issuer", "client_id", "redirect_uri", "login_command"])]
+    pub(crate) container: Option<String>,
     /// The client registered for the gateway.
-    #[arg(long)]
-    client_id: String,
+    #[arg(long, required_unless_present = "container")]
+    pub(crate) client_id: Option<String>,
     /// The client's secret (omit for a public client).
     #[arg(long, env = "LAB_CLIENT_SECRET", hide_env_values = true)]
-    client_secret: Option<String>,
+    pub(crate) client_secret: Option<String>,
     /// The client's registered redirect URI (nothing needs to listen there).
-    #[arg(long)]
-    redirect_uri: String,
+    #[arg(long, required_unless_present = "container")]
+    pub(crate) redirect_uri: Option<String>,
     /// Built-in login driver: redirect, form, glewlwyd.
     #[arg(long, default_value = "form", conflicts_with = "login_command")]
-    login_driver: String,
+    pub(crate) login_driver: String,
     /// Run CMD with the authorization URL as its last argument; it prints
     /// the final redirect URL (with code and state) on stdout.
     #[arg(long, value_name = "CMD")]
-    login_command: Option<String>,
+    pub(crate) login_command: Option<String>,
     /// The user who signs in.
     #[arg(long, default_value = "alice")]
-    username: String,
+    pub(crate) username: String,
     /// Their password.
     #[arg(long, env = "LAB_PASSWORD", hide_env_values = true, default_value = "alicepass")]
-    password: String,
+    pub(crate) password: String,
     /// Profiles to judge (repeat or comma-separate): basic, mfa-evidence,
     /// session-semantics, key-management. Default: all.
     #[arg(long = "profile", value_delimiter = ',')]
-    profiles: Vec<String>,
+    pub(crate) profiles: Vec<String>,
     /// The gateway's policy allows PKCE `plain` (do not require its refusal).
     #[arg(long)]
-    allow_pkce_plain: bool,
+    pub(crate) allow_pkce_plain: bool,
     /// `acr_values` to request (default: the first advertised).
     #[arg(long)]
-    acr_values: Option<String>,
+    pub(crate) acr_values: Option<String>,
     /// A command that makes the provider rotate its signing key.
     #[arg(long, value_name = "CMD")]
-    rotate_command: Option<String>,
+    pub(crate) rotate_command: Option<String>,
     /// Clock skew tolerated between this machine and the provider.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    leeway: Duration,
+    pub(crate) leeway: Duration,
     /// Where the reports go.
     #[arg(long, default_value = "reports/certify")]
-    report_dir: PathBuf,
+    pub(crate) report_dir: PathBuf,
 }
 
 pub fn certify_cmd(args: CertifyArgs) -> anyhow::Result<ExitCode> {
@@ -84,19 +89,41 @@ pub fn certify_cmd(args: CertifyArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn usage(message: String) -> anyhow::Result<ExitCode> {
+pub(crate) fn usage(message: String) -> anyhow::Result<ExitCode> {
     eprintln!("lab certify idp: {message}");
     Ok(ExitCode::from(2))
 }
 
 fn idp(args: IdpArgs) -> anyhow::Result<ExitCode> {
-    let issuer = match Url::parse(&args.issuer) {
-        Ok(u) => u,
-        Err(e) => return usage(format!("--issuer `{}` is not a URL: {e}", args.issuer)),
+    if let Some(given) = args.container.clone() {
+        return match crate::container::prepare(&given) {
+            Ok(spec) => crate::container::certify_in_container(spec, args),
+            Err(message) => usage(message),
+        };
+    }
+    let (Some(issuer), Some(client_id), Some(redirect_uri)) =
+        (args.issuer.clone(), args.client_id.clone(), args.redirect_uri.clone())
+    else {
+        return usage("--issuer, --client-id and --redirect-uri are required (or --container)".into());
     };
-    let redirect_uri = match Url::parse(&args.redirect_uri) {
+    certify_provider(args, &issuer, &client_id, &redirect_uri)
+}
+
+/// Certifies the provider at `issuer`, writes the reports and prints the
+/// summary.
+pub(crate) fn certify_provider(
+    args: IdpArgs,
+    issuer_arg: &str,
+    client_id: &str,
+    redirect_arg: &str,
+) -> anyhow::Result<ExitCode> {
+    let issuer = match Url::parse(issuer_arg) {
         Ok(u) => u,
-        Err(e) => return usage(format!("--redirect-uri `{}` is not a URL: {e}", args.redirect_uri)),
+        Err(e) => return usage(format!("--issuer `{issuer_arg}` is not a URL: {e}")),
+    };
+    let redirect_uri = match Url::parse(redirect_arg) {
+        Ok(u) => u,
+        Err(e) => return usage(format!("--redirect-uri `{redirect_arg}` is not a URL: {e}")),
     };
     if issuer.scheme() != "http" {
         return usage(format!(
@@ -118,8 +145,8 @@ fn idp(args: IdpArgs) -> anyhow::Result<ExitCode> {
         profiles = Profile::ALL.to_vec();
     }
     let options = CertifyOptions {
-        issuer: args.issuer.clone(),
-        client_id: args.client_id.clone(),
+        issuer: issuer_arg.to_string(),
+        client_id: client_id.to_string(),
         client_secret: args.client_secret.clone(),
         redirect_uri,
         profiles,
@@ -128,8 +155,11 @@ fn idp(args: IdpArgs) -> anyhow::Result<ExitCode> {
         rotate_command: args.rotate_command.clone(),
         leeway: args.leeway,
     };
-    let settings =
-        DriverSettings { username: args.username.clone(), password: args.password.clone(), client_id: args.client_id };
+    let settings = DriverSettings {
+        username: args.username.clone(),
+        password: args.password.clone(),
+        client_id: client_id.to_string(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -8,6 +8,7 @@
 //! only part that needs a user) is a pluggable [`driver::LoginDriver`].
 
 pub mod check;
+pub mod container;
 pub mod driver;
 pub mod evidence;
 pub mod plan;
