@@ -159,20 +159,43 @@ impl HttpClient {
     /// Sends one request (no redirects followed) and reads the whole response.
     pub async fn send(&self, fetch: Fetch) -> Result<HttpResponse, FetchError> {
         let addr = self.directory.socket_addr_of_url(&fetch.url).map_err(FetchError::BadUrl)?;
-        let request = build_request(&fetch)?;
         let pooled = self.pool.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
-        let mut sender = match pooled {
-            Some(s) if !s.is_closed() => s,
-            _ => self.connect(addr).await?,
+        let (sender, response) = match pooled {
+            Some(mut s) if !s.is_closed() => match Self::exchange(&mut s, build_request(&fetch)?).await {
+                Ok(r) => (s, r),
+                // A kept-alive connection the server dropped while it sat
+                // idle (a restarted server resets it) fails before any
+                // answer: like browsers, try once more on a new connection.
+                // Cuts and blocks by the local firewall are not retried:
+                // they are the answer.
+                Err(FetchError::Failed(_)) => {
+                    let mut fresh = self.connect(addr).await?;
+                    let r = Self::exchange(&mut fresh, build_request(&fetch)?).await?;
+                    (fresh, r)
+                }
+                Err(e) => return Err(e),
+            },
+            _ => {
+                let mut fresh = self.connect(addr).await?;
+                let r = Self::exchange(&mut fresh, build_request(&fetch)?).await?;
+                (fresh, r)
+            }
         };
-        sender.ready().await.map_err(|e| FetchError::from_hyper(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| FetchError::from_hyper(&e))?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| FetchError::from_hyper(&e))?.to_bytes();
         if !sender.is_closed() {
             self.pool.lock().unwrap_or_else(PoisonError::into_inner).insert(addr, sender);
         }
         Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body, url: fetch.url })
+    }
+
+    /// Sends `request` on `sender` and waits for the response head.
+    async fn exchange(
+        sender: &mut SendRequest<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+        sender.ready().await.map_err(|e| FetchError::from_hyper(&e))?;
+        sender.send_request(request).await.map_err(|e| FetchError::from_hyper(&e))
     }
 
     /// Drops every kept-alive connection.

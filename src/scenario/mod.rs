@@ -239,6 +239,21 @@ pub enum Action {
         /// How many.
         count: usize,
     },
+    /// Cut the network link between two hosts, both ways (a partition).
+    Partition {
+        /// One side: name and address.
+        host: (String, std::net::IpAddr),
+        /// The other side.
+        peer: (String, std::net::IpAddr),
+    },
+    /// Restore every link cut by `partition`.
+    Heal,
+    /// Crash a server host and start its software afresh (it loses what it
+    /// held in memory: the gateway its sessions, the IdP its SSO sessions).
+    RestartHost {
+        /// Name and address.
+        host: (String, std::net::IpAddr),
+    },
     /// Count the trace events of one type (and reason prefix) recorded
     /// since the previous `count_events` step for that type.
     CountEvents {
@@ -323,6 +338,9 @@ impl Action {
                     Forge(None) => "the token endpoint returns genuine ID tokens".into(),
                 }
             }
+            Action::Partition { host, peer } => format!("the network between {} and {} is cut", host.0, peer.0),
+            Action::Heal => "every cut network link is restored".into(),
+            Action::RestartHost { host } => format!("{} crashes and restarts", host.0),
             Action::KidFlood { count } => format!("attacker presents {count} ID tokens with unknown kids"),
             Action::CountEvents { event, reason } => match reason {
                 Some(r) => format!("count `{event}` events ({r}) since the last count of them"),

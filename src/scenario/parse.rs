@@ -86,6 +86,8 @@ struct RawStep {
     count: Option<Spanned<i64>>,
     event: Option<Spanned<String>>,
     reason: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    peer: Option<Spanned<String>>,
 }
 
 impl RawStep {
@@ -125,6 +127,8 @@ impl RawStep {
         add("count", self.count.as_ref().map(Spanned::span));
         add("event", self.event.as_ref().map(Spanned::span));
         add("reason", self.reason.as_ref().map(Spanned::span));
+        add("host", self.host.as_ref().map(Spanned::span));
+        add("peer", self.peer.as_ref().map(Spanned::span));
         v
     }
 }
@@ -180,6 +184,9 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("idp_forge", &["forge"]),
     ("kid_flood", &["from", "count"]),
     ("count_events", &["event", "reason"]),
+    ("partition", &["host", "peer"]),
+    ("heal", &[]),
+    ("restart_host", &["host"]),
 ];
 
 /// Events `count_events` can count.
@@ -219,6 +226,20 @@ impl Ctx<'_> {
             ));
         }
         Ok(p.get_ref().clone())
+    }
+
+    /// A host of the lab, by name, with its address.
+    fn lab_host(&self, h: &Spanned<String>) -> Result<(String, std::net::IpAddr), InputError> {
+        match self.resolved.hosts.get(h.get_ref()) {
+            Some(ip) => Ok((h.get_ref().clone(), *ip)),
+            None => {
+                let all: Vec<&str> = self.resolved.hosts.keys().map(String::as_str).collect();
+                Err(self.err(
+                    h.span(),
+                    format!("`{}` is not a host of the lab (there are: {})", h.get_ref(), all.join(", ")),
+                ))
+            }
+        }
     }
 
     fn err(&self, span: Range<usize>, message: impl Into<String>) -> InputError {
@@ -456,6 +477,34 @@ fn build_action(s: &RawStep, ctx: &Ctx<'_>) -> Result<Action, InputError> {
             },
         },
         "reboot" => Action::Reboot,
+        "partition" => {
+            let host = ctx.lab_host(required(&s.host, "host", a, ctx)?)?;
+            let peer = ctx.lab_host(required(&s.peer, "peer", a, ctx)?)?;
+            if host.0 == peer.0 {
+                return Err(
+                    ctx.err(s.peer.as_ref().map_or(a.span(), Spanned::span), "a host cannot be cut from itself")
+                );
+            }
+            Action::Partition { host, peer }
+        }
+        "heal" => Action::Heal,
+        "restart_host" => {
+            let host = required(&s.host, "host", a, ctx)?;
+            let lab = ctx.lab;
+            let mut restartable = vec![lab.gateway.host.as_str(), lab.idp.host.as_str(), lab.mfa.host.as_str()];
+            restartable.extend(lab.origins.values().map(|o| o.host.as_str()));
+            if !restartable.contains(&host.get_ref().as_str()) {
+                return Err(ctx.err(
+                    host.span(),
+                    format!(
+                        "`{}` cannot be restarted by `restart_host` (it restarts {}; the device has `reboot`)",
+                        host.get_ref(),
+                        restartable.join(", ")
+                    ),
+                ));
+            }
+            Action::RestartHost { host: ctx.lab_host(host)? }
+        }
         "stop_bfe" => Action::Os(OsEvent::StopBfe),
         "start_bfe" => Action::Os(OsEvent::StartBfe),
         "upgrade_agent" => Action::Os(OsEvent::UpgradeAgent),

@@ -201,6 +201,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         counted_up_to: BTreeMap::new(),
         floods: 0,
         interactive_user: lab.device.interactive_user.clone(),
+        cut_links: Vec::new(),
         override_codes: lab
             .lockdown
             .admin_override
@@ -251,6 +252,8 @@ struct Driver<'a> {
     /// Kid floods so far (each draws fresh key ids).
     floods: u64,
     interactive_user: String,
+    /// Links cut by `partition` steps, in order, until `heal`.
+    cut_links: Vec<(std::net::IpAddr, std::net::IpAddr)>,
     /// What the administrator's console computes override codes from.
     override_codes: Option<(crate::totp::TotpSettings, Vec<u8>)>,
 }
@@ -353,6 +356,25 @@ impl Driver<'_> {
                     Reply::NotRunning => Outcome::Failed("the device is not running".into()),
                     Reply::Timeout => Outcome::Timeout,
                 }
+            }
+            Action::Partition { host, peer } => {
+                self.world.partition(host.1, peer.1);
+                if !self.cut_links.contains(&(host.1, peer.1)) {
+                    self.cut_links.push((host.1, peer.1));
+                }
+                Outcome::Ok
+            }
+            Action::Heal => {
+                for (a, b) in std::mem::take(&mut self.cut_links) {
+                    self.world.repair(a, b);
+                }
+                Outcome::Ok
+            }
+            Action::RestartHost { host } => {
+                self.world.bounce(host.1);
+                // Let it start and open its control channel again.
+                self.world.step()?;
+                Outcome::Ok
             }
             Action::Advance { by } => {
                 let target = self.world.elapsed() + *by;
