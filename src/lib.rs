@@ -12,6 +12,7 @@ pub mod certify;
 pub mod config;
 pub mod conformance;
 pub mod device;
+pub mod explore;
 pub mod gateway;
 pub mod http;
 pub mod idp;

@@ -6,6 +6,8 @@
 
 mod bench;
 mod certify;
+mod container;
+mod explore;
 mod run;
 mod serve;
 
@@ -29,6 +31,9 @@ enum Command {
     Run(run::RunArgs),
     /// Run one scenario and print its trace (JSON Lines) on stdout.
     Replay(run::ReplayArgs),
+    /// Explore: run a swarm of generated scenarios (all drawn from the seed),
+    /// report failures with their replay line and minimize them.
+    Explore(explore::ExploreArgs),
     /// Measure scenario throughput against a bare turmoil baseline.
     Bench(bench::BenchArgs),
     /// Serve the lab's identity provider, gateway and apps on real loopback
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Replay(args) => run::replay(args),
+        Command::Explore(args) => explore::explore(args),
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
         Command::Certify(args) => certify::certify_cmd(*args),

@@ -105,3 +105,47 @@ fn without_a_scenarios_folder_run_uses_the_embedded_scenarios() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(dir.path().join("reports/traces/revoked-session.jsonl").exists());
 }
+
+#[test]
+fn explore_exits_0_when_clean_and_1_with_a_replay_line_and_a_minimized_file_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lab(dir.path(), &["explore", "--seeds", "2", "--from", "1", "--jobs", "2", "--report-dir", "r"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("first seed: seed 1 session"), "the derived options come first: {stdout}");
+    assert!(stdout.contains("2 pass, 0 violation, 0 liveness, 0 lab-error"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/explore.json")).unwrap()).unwrap();
+    assert_eq!(summary["seeds_run"], 2);
+
+    let knob = "gateway.danger_skip_revocation_check=true";
+    let out = lab(dir.path(), &["explore", "--seeds", "1", "--from", "4", "--set", knob, "--report-dir", "r"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains(&format!("replay: lab explore --from 4 --seeds 1 --set {knob}")), "{stdout}");
+    assert!(stdout.contains("minimized to 1 drawn actions: lab run r/explore-4.toml"), "{stdout}");
+    // The minimized file is an ordinary scenario: `lab run` fails on it.
+    let out = lab(dir.path(), &["run", "r/explore-4.toml", "--report-dir", "r2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("E4"), "{}", text(&out.stdout));
+
+    let out = lab(dir.path(), &["explore", "--set", "gateway"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--set `gateway`: expected SECTION.KEY=VALUE"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn certify_container_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lab(dir.path(), &["certify", "idp", "--container", "keycloak"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    // Built without the feature (the default), it names the feature; built
+    // with it on a machine without an engine, it says there is no engine.
+    assert!(stderr.contains("without the `containers` feature") || stderr.contains("no Docker engine at"), "{stderr}");
+    let out = lab(dir.path(), &["certify", "idp", "--container", "okta"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown provider; known: keycloak"), "{}", text(&out.stderr));
+    let out = lab(dir.path(), &["certify", "idp", "--container", "keycloak", "--issuer", "http://x"]);
+    assert_eq!(out.status.code(), Some(2), "--container and --issuer conflict");
+}

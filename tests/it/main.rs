@@ -5,6 +5,7 @@ mod certify_real;
 mod conformance;
 mod determinism;
 mod device_network;
+mod explore;
 mod login_drivers;
 mod nft_conformance;
 mod nftables;
