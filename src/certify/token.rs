@@ -229,6 +229,12 @@ pub fn half_hash(alg: &str, value: &str) -> Option<String> {
 
 /// `id-token.hashes`: `at_hash` against the access token and `c_hash`
 /// against the code, each when present.
+///
+/// The hash function is the one of the token's `alg` (Core §3.1.3.6). Under
+/// an algorithm that names none (`none`, or anything off the accepted list
+/// without a SHA-2 size) the hashes cannot be judged: that is not run, not
+/// a failure, since the fault is the algorithm's and `id-token.alg` fails
+/// for it.
 pub fn check_hashes(token: &DecodedToken, access_token: Option<&str>, code: &str) -> Finding {
     let mut seen = Vec::new();
     for (claim, value) in [("at_hash", access_token), ("c_hash", Some(code))] {
@@ -239,7 +245,15 @@ pub fn check_hashes(token: &DecodedToken, access_token: Option<&str>, code: &str
         match half_hash(token.alg(), value) {
             Some(want) if want == got => seen.push(format!("{claim} matches")),
             Some(_) => return (Verdict::Fail, format!("{claim} does not match")),
-            None => return (Verdict::Fail, format!("{claim} with an algorithm `{}` of no known hash", token.alg())),
+            None => {
+                return (
+                    Verdict::NotRun,
+                    format!(
+                        "not run: algorithm `{}` names no hash function for {claim} (see id-token.alg)",
+                        token.alg()
+                    ),
+                );
+            }
         }
     }
     if seen.is_empty() {
@@ -291,5 +305,22 @@ mod tests {
         let t = token(serde_json::json!({"alg":"RS256"}), serde_json::json!({"at_hash":"M90hbp_uyjztY01wHKNS2A"}));
         assert_eq!(check_hashes(&t, Some("jHkWEdUXMU1BwAsC4vtUsZwnNq6bggnr"), "c").0, Verdict::Pass);
         assert_eq!(check_hashes(&t, Some("other"), "c").0, Verdict::Fail);
+    }
+
+    #[test]
+    fn hashes_under_an_algorithm_without_a_hash_are_not_run_not_failed() {
+        // A provider whose only fault is `alg: none` fails id-token.alg;
+        // its at_hash cannot be judged, which must not fail a second check.
+        let t = token(serde_json::json!({"alg":"none"}), serde_json::json!({"at_hash":"M90hbp_uyjztY01wHKNS2A"}));
+        let (verdict, detail) = check_hashes(&t, Some("jHkWEdUXMU1BwAsC4vtUsZwnNq6bggnr"), "c");
+        assert_eq!(verdict, Verdict::NotRun, "{detail}");
+        assert!(detail.contains("`none`") && detail.contains("at_hash"), "{detail}");
+        // HS256 names SHA-256: the hash is still judged (and here matches).
+        let t = token(serde_json::json!({"alg":"HS256"}), serde_json::json!({"at_hash":"M90hbp_uyjztY01wHKNS2A"}));
+        assert_eq!(check_hashes(&t, Some("jHkWEdUXMU1BwAsC4vtUsZwnNq6bggnr"), "c").0, Verdict::Pass);
+        assert_eq!(check_hashes(&t, Some("other"), "c").0, Verdict::Fail);
+        // Without hash claims there is nothing to judge, whatever the algorithm.
+        let t = token(serde_json::json!({"alg":"none"}), serde_json::json!({}));
+        assert_eq!(check_hashes(&t, Some("x"), "c").0, Verdict::Pass);
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of the lockstep library (one binary, several modules).
 
 mod architecture;
+mod certify_misbehaving;
 mod certify_real;
 mod conformance;
 mod determinism;
