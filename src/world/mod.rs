@@ -434,7 +434,7 @@ impl Driver<'_> {
                     factor: self.responder(mfa, code),
                 };
                 let outcome = self.navigate(client, url, nav, stolen_from.as_deref())?;
-                if let (Client::Attacker, Outcome::Http(200)) = (client, &outcome) {
+                if let (Client::Attacker, Outcome::Http(200 | 201)) = (client, &outcome) {
                     self.findings.push(format!(
                         "the attacker enrolled `{}` as a {kind} for the victim",
                         mfa.factor.as_deref().unwrap_or("?")
