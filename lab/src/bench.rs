@@ -27,6 +27,15 @@ pub struct BenchArgs {
     /// Simulated time of the idle measurement.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     idle: Duration,
+    /// Seeds of the exploration measurement (`lab explore`'s runs, one job).
+    #[arg(long, default_value_t = 20)]
+    explore_seeds: u64,
+    /// Fleet sizes of the tick-cost measurement (bare turmoil hosts idling).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    fleet: Vec<usize>,
+    /// Simulated time each fleet idles.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    fleet_idle: Duration,
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "reports/bench.json")]
     json: PathBuf,
@@ -46,6 +55,28 @@ struct Figures {
     baseline_idle_sim_s_per_wall_s: f64,
     idle_slowdown: f64,
     tick_ms: u64,
+    explore: ExploreFigures,
+    fleet: Vec<FleetFigures>,
+}
+
+#[derive(Serialize)]
+struct ExploreFigures {
+    seeds: u64,
+    lab_seeds_per_sec: f64,
+    baseline_seeds_per_sec: f64,
+    lab_vs_baseline_slowdown: f64,
+    mean_sim_s_per_seed: f64,
+    mean_hosts: f64,
+}
+
+#[derive(Serialize)]
+struct FleetFigures {
+    hosts: usize,
+    sim_s: f64,
+    wall_s: f64,
+    ns_per_host_tick: f64,
+    peak_rss_mib: Option<f64>,
+    projected_24h_wall_s: f64,
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -112,6 +143,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let lab_idle = idle_sim.as_secs_f64() / idle_wall.as_secs_f64();
     let base_idle = idle_sim.as_secs_f64() / base_idle_wall.as_secs_f64();
 
+    let explore = explore_figures(args.explore_seeds.max(1), &params)?;
+    let mut fleet = Vec::new();
+    for &n in &args.fleet {
+        fleet.push(fleet_figures(n.max(2), args.fleet_idle, &params)?);
+    }
+
     let figures = Figures {
         runs,
         hosts,
@@ -125,6 +162,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         baseline_idle_sim_s_per_wall_s: base_idle,
         idle_slowdown: base_idle / lab_idle,
         tick_ms: lockstep::net::millis(scenario.lab.sim.tick),
+        explore,
+        fleet,
     };
     println!("lab bench ({runs} runs each, {hosts} hosts, tick {} ms)", figures.tick_ms);
     println!(
@@ -139,6 +178,24 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     println!("  idle {:<12}  {:>10.0} simulated s per wall s", idle, lab_idle);
     println!("  bare turmoil idle  {:>10.0} simulated s per wall s", base_idle);
     println!("  ratio              {:>10.2}x the baseline's time per simulated second", figures.idle_slowdown);
+    let e = &figures.explore;
+    println!(
+        "  explore            {:>10.2} seeds/s  ({} seeds, one job; {:.0} simulated s and {:.1} hosts per seed)",
+        e.lab_seeds_per_sec, e.seeds, e.mean_sim_s_per_seed, e.mean_hosts
+    );
+    println!("  bare turmoil       {:>10.2} seeds/s  (same hosts, connections, exchanges, simulated time)", e.baseline_seeds_per_sec);
+    println!("  ratio              {:>10.2}x slower than the baseline", e.lab_vs_baseline_slowdown);
+    for f in &figures.fleet {
+        println!(
+            "  fleet {:>6} hosts  {:>10.1} ns per host-tick ({:.1} simulated s in {:.2} s; peak RSS {}); 24 h would take {:.0} s",
+            f.hosts,
+            f.ns_per_host_tick,
+            f.sim_s,
+            f.wall_s,
+            f.peak_rss_mib.map_or("?".to_string(), |m| format!("{m:.0} MiB")),
+            f.projected_24h_wall_s
+        );
+    }
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -146,4 +203,74 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", args.json.display()))?;
     println!("figures: {}", args.json.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lab explore`'s runs, one after the other on one thread, beside bare
+/// turmoil runs with the same hosts, connections, exchanges and simulated
+/// time, interleaved.
+fn explore_figures(seeds: u64, params: &SimParams) -> anyhow::Result<ExploreFigures> {
+    use lockstep::explore;
+    let mut lab_time = Duration::ZERO;
+    let mut base_time = Duration::ZERO;
+    let mut sim = Duration::ZERO;
+    let mut hosts_total = 0usize;
+    for seed in 1..=seeds {
+        let derived = explore::derive(seed, explore::Bounds::default(), &[]);
+        let scenario = explore::parse(&derived.scenario_toml(), "<bench explore>").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (run, t) = timed(|| world::run(&scenario, seed));
+        lab_time += t;
+        let run_sim = Duration::from_millis(run.sim_ms);
+        sim += run_sim;
+        let hosts = scenario.lab.running_hosts();
+        hosts_total += hosts;
+        let load = BaselineLoad {
+            hosts,
+            connections: run.connections,
+            exchanges: run.segments / 2,
+            idle_until: run_sim,
+        };
+        let p = SimParams { seed, latency: scenario.lab.sim.latency, ..params.clone() };
+        let (r, t) = timed(|| bare_baseline(&p, load));
+        r.context("explore baseline")?;
+        base_time += t;
+    }
+    let n = seeds as f64;
+    let lab = n / lab_time.as_secs_f64();
+    let base = n / base_time.as_secs_f64();
+    Ok(ExploreFigures {
+        seeds,
+        lab_seeds_per_sec: lab,
+        baseline_seeds_per_sec: base,
+        lab_vs_baseline_slowdown: base / lab,
+        mean_sim_s_per_seed: sim.as_secs_f64() / n,
+        mean_hosts: hosts_total as f64 / n,
+    })
+}
+
+/// What a fleet costs in turmoil's fixed tick, before any lab component
+/// runs: `hosts` bare hosts (echo servers) idling for `idle`, and the wall
+/// time that projects to for 24 simulated hours.
+fn fleet_figures(hosts: usize, idle: Duration, params: &SimParams) -> anyhow::Result<FleetFigures> {
+    let load = BaselineLoad { hosts, connections: 1, exchanges: 1, idle_until: idle };
+    let (r, wall) = timed(|| bare_baseline(params, load));
+    let sim = r.context("fleet baseline")?;
+    let ticks = sim.as_secs_f64() / params.tick.as_secs_f64();
+    let ns = wall.as_secs_f64() * 1e9 / (ticks * hosts as f64);
+    let day_ticks = 86_400.0 / params.tick.as_secs_f64();
+    Ok(FleetFigures {
+        hosts,
+        sim_s: sim.as_secs_f64(),
+        wall_s: wall.as_secs_f64(),
+        ns_per_host_tick: ns,
+        peak_rss_mib: peak_rss_mib(),
+        projected_24h_wall_s: ns * 1e-9 * day_ticks * hosts as f64,
+    })
+}
+
+/// The process's peak resident set so far (Linux), MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
