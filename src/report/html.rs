@@ -109,10 +109,10 @@ pub fn html(runs: &[RunReport], trace_names: &[String]) -> String {
     );
     out.push_str("<h1>Lockstep run</h1>");
     let events: usize = runs.iter().map(|r| r.trace.events.len()).sum();
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<p class=\"overall {}\" id=\"overall\"><b>{passed} passed, {failed} failed</b> · {} scenarios · {events} events \
-         · lockstep {}</p>\n",
+         · lockstep {}</p>",
         if failed == 0 { "pass" } else { "fail" },
         runs.len(),
         env!("CARGO_PKG_VERSION")
@@ -168,10 +168,10 @@ fn summary_table(out: &mut String, runs: &[RunReport]) {
                 let _ = write!(out, "<br><small>expected: {}</small>", escape(&r.expected_violations.join(", ")));
             }
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
             "</td><td class=\"mono\">{}</td><td class=\"num\">{}</td><td><span class=\"badge {st}\">{}</span></td>\
-             <td><code>{}</code></td></tr>\n",
+             <td><code>{}</code></td></tr>",
             format_offset(r.sim_ms).trim_start_matches('+'),
             r.trace.events.len(),
             st.to_uppercase(),
