@@ -68,7 +68,7 @@ li{margin:.15rem 0}
 .timeline{margin-top:.8rem}
 table.tl{border-collapse:collapse;width:100%;table-layout:fixed;font-size:.78rem}
 table.tl td,table.tl th{padding:.12rem .35rem;vertical-align:top;border-left:1px solid var(--line);overflow-wrap:anywhere}
-col.ct{width:8.2rem}col.wide{width:34%}
+col.ct{width:8.2rem}col.wide{width:30%}
 table.lanes{position:sticky;top:0;z-index:2;background:#fff}
 table.lanes th{background:#e8eaed;text-align:left;font-size:.85rem;padding:.3rem .35rem;border-bottom:2px solid #9aa0a6}
 td.t{color:var(--muted);white-space:nowrap;font-variant-numeric:tabular-nums}
@@ -90,7 +90,7 @@ tr.vrow td{background:#b3261e;color:#fff;font-size:.8rem;padding:.25rem .4rem}
 tr.vrow td a{color:#fff}
 tr.gap td{color:var(--muted);font-style:italic;text-align:center;background:repeating-linear-gradient(90deg,#fff 0 6px,#f1f3f4 6px 12px)}
 details.fold>summary{cursor:pointer;color:var(--muted);font-size:.78rem;padding:.1rem .4rem .1rem 8.6rem;background:#fafafa}
-details.fw summary{cursor:pointer}
+details.fw{display:inline-block;vertical-align:top}details.fw summary{cursor:pointer}
 details.fw ul{margin:.1rem 0 .1rem 1rem;padding:0}
 ";
 
