@@ -20,7 +20,7 @@ pub struct RunArgs {
     /// Run every scenario with this seed instead of its own.
     #[arg(long)]
     seed: Option<u64>,
-    /// Where to write junit.xml, results.json and traces/.
+    /// Where to write junit.xml, results.json, report.html, summary.md and traces/.
     #[arg(long, default_value = "reports")]
     report_dir: PathBuf,
 }
@@ -128,6 +128,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     print_summary(&runs);
     report::write_all(&args.report_dir, &runs).context("writing reports")?;
     println!("reports: {}", args.report_dir.display());
+    println!("report: {}", args.report_dir.join(report::HTML_REPORT).display());
+    println!("summary: {}", args.report_dir.join(report::MARKDOWN_SUMMARY).display());
     let passed = runs.iter().filter(|r| r.passed()).count();
     println!("{passed} passed, {} failed", runs.len() - passed);
     Ok(if passed == runs.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -38,6 +38,15 @@ fn a_passing_run_exits_0_and_writes_junit_results_and_traces() {
     let trace = std::fs::read_to_string(reports.join("traces/boot-to-login.jsonl")).unwrap();
     assert_eq!(trace.lines().count() as u64, results["scenarios"][0]["events"].as_u64().unwrap());
     assert!(trace.lines().next().unwrap().contains("\"event\":\"run_started\""));
+    // The HTML report and the Markdown summary, beside them, their paths printed.
+    let report = reports.join("report.html");
+    let summary = reports.join("summary.md");
+    assert!(stdout.contains(&format!("report: {}", report.display())), "{stdout}");
+    assert!(stdout.contains(&format!("summary: {}", summary.display())), "{stdout}");
+    let page = std::fs::read_to_string(report).unwrap();
+    assert!(page.contains("<a href=\"#s0\">boot-to-login</a>"), "the summary table names the scenario");
+    let md = std::fs::read_to_string(summary).unwrap();
+    assert!(md.contains("| boot-to-login | 1 | 11/11 | 0 |"), "{md}");
 }
 
 #[test]
@@ -81,6 +90,9 @@ fn a_wrong_expectation_exits_1_and_prints_the_replay_line() {
     assert!(stdout.contains("replay: lab replay wrong.toml --seed 42"), "{stdout}");
     let junit = std::fs::read_to_string(dir.path().join("r/junit.xml")).unwrap();
     assert!(junit.contains("<failure") && junit.contains("lab replay wrong.toml --seed 42"), "{junit}");
+    let md = std::fs::read_to_string(dir.path().join("r/summary.md")).unwrap();
+    assert!(md.contains("expected \\`http 200\\`, got \\`blocked\\`"), "{md}");
+    assert!(md.contains("```sh\nlab replay wrong.toml --seed 42\n```"), "{md}");
 }
 
 #[test]

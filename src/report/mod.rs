@@ -1,5 +1,9 @@
-//! Reports of a `lab run`: one JSONL trace per scenario, `results.json`
-//! and `junit.xml`.
+//! Reports of a `lab run`: one JSONL trace per scenario, `results.json`,
+//! `junit.xml`, the HTML timeline report (`report.html`, [`html`]) and the
+//! Markdown summary for CI (`summary.md`, [`markdown`]).
+
+pub mod html;
+pub mod markdown;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -21,6 +25,11 @@ pub struct ReportError {
     /// Why.
     pub message: String,
 }
+
+/// The HTML report's file name in the report folder.
+pub const HTML_REPORT: &str = "report.html";
+/// The Markdown summary's file name in the report folder.
+pub const MARKDOWN_SUMMARY: &str = "summary.md";
 
 /// The one-line command that replays a run.
 pub fn replay_command(file: &str, seed: u64) -> String {
@@ -103,6 +112,8 @@ pub fn write_all(dir: &Path, runs: &[RunReport]) -> Result<(), ReportError> {
     }
     write(&dir.join("results.json"), &results_json(runs, &names))?;
     write(&dir.join("junit.xml"), &junit_xml(runs)?)?;
+    write(&dir.join(HTML_REPORT), &html::html(runs, &names))?;
+    write(&dir.join(MARKDOWN_SUMMARY), &markdown::summary(runs))?;
     Ok(())
 }
 

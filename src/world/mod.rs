@@ -88,6 +88,8 @@ pub struct StepReport {
 pub struct RunReport {
     /// Scenario name.
     pub scenario: String,
+    /// What the scenario shows (its `description`).
+    pub description: String,
     /// Scenario file.
     pub file: String,
     /// Seed used.
@@ -218,6 +220,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
     let violations = oracle::check(&trace);
     RunReport {
         scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
         file: scenario.file.clone(),
         seed,
         steps,

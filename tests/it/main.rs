@@ -13,5 +13,6 @@ mod nftables;
 mod oracle_can_fail;
 mod peers;
 mod real_mode;
+mod report_html;
 mod scenario_files;
 mod totp_oathtool;
