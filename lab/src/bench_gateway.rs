@@ -380,10 +380,8 @@ async fn measure(args: &GatewayArgs) -> anyhow::Result<Figures> {
         Landing::Page(p) => anyhow::bail!("signing alice in ended at {} with {}: {}", p.url, p.status, p.text()),
         Landing::Handoff(url) => anyhow::bail!("signing alice in ended in a hand-off to {url}"),
     }
-    let cookie = browser
-        .export_cookies()
-        .header_for(&chat, SystemClock.now())
-        .context("the gateway set no cookie for chat")?;
+    let cookie =
+        browser.export_cookies().header_for(&chat, SystemClock.now()).context("the gateway set no cookie for chat")?;
 
     // The baseline: a plain reverse proxy in front of a backend that answers
     // like the origin, on the lab's server and client code.
@@ -432,7 +430,15 @@ async fn measure(args: &GatewayArgs) -> anyhow::Result<Figures> {
 
     let best = |rounds: &[RoundFigures]| {
         rounds.iter().max_by(|x, y| x.requests_per_sec.total_cmp(&y.requests_per_sec)).cloned().unwrap_or(
-            RoundFigures { requests: 0, errors: 0, seconds: 0.0, requests_per_sec: 0.0, p50_ms: 0.0, p99_ms: 0.0, max_ms: 0.0 },
+            RoundFigures {
+                requests: 0,
+                errors: 0,
+                seconds: 0.0,
+                requests_per_sec: 0.0,
+                p50_ms: 0.0,
+                p99_ms: 0.0,
+                max_ms: 0.0,
+            },
         )
     };
     let gateway = best(&gateway_rounds);
