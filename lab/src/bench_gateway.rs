@@ -86,6 +86,8 @@ const EXPECTED_BODY: &str = "chat: hello alice (GET /inbox)\n";
 /// Targets quoted in the report (not asserted).
 const TARGET_RPS: f64 = 20_000.0;
 const TARGET_P99_RATIO: f64 = 2.0;
+/// The longest round `--duration` accepts.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// A few distinct failures are kept for the report.
 const KEPT_ERRORS: usize = 5;
 
@@ -177,7 +179,7 @@ fn percentile_ms(sorted_ns: &[u64], p: f64) -> f64 {
 async fn load(directory: &Directory, fetch: &Fetch, connections: u32, duration: Duration) -> Outcome {
     // Wall time is what a benchmark measures; simulated code never sees it.
     let start = Instant::now();
-    let deadline = start + duration;
+    let deadline = start.checked_add(duration.min(MAX_DURATION)).unwrap_or(start);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let client = HttpClient::new(TokioNet::shared(), directory.clone());
@@ -303,8 +305,8 @@ fn rss_kib() -> (Option<u64>, Option<u64>) {
 }
 
 fn bench_gateway(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
-    if args.duration.is_zero() {
-        eprintln!("lab bench gateway: --duration must be more than 0");
+    if args.duration.is_zero() || args.duration > MAX_DURATION {
+        eprintln!("lab bench gateway: --duration must be more than 0 and at most 1 day");
         return Ok(ExitCode::from(2));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
