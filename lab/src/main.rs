@@ -5,6 +5,7 @@
 //! 2 on usage or input errors.
 
 mod bench;
+mod bench_gateway;
 mod certify;
 mod container;
 mod explore;
@@ -34,8 +35,9 @@ enum Command {
     /// Explore: run a swarm of generated scenarios (all drawn from the seed),
     /// report failures with their replay line and minimize them.
     Explore(explore::ExploreArgs),
-    /// Measure scenario throughput against a bare turmoil baseline.
-    Bench(bench::BenchArgs),
+    /// Measure scenario throughput against a bare turmoil baseline
+    /// (`lab bench gateway`: the gateway in real mode under load).
+    Bench(bench_gateway::BenchCmd),
     /// Serve the lab's identity provider, gateway and apps on real loopback
     /// sockets (real mode), for poking with a browser or curl.
     Serve(serve::ServeArgs),
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Replay(args) => run::replay(args),
         Command::Explore(args) => explore::explore(args),
-        Command::Bench(args) => bench::bench(args),
+        Command::Bench(args) => bench_gateway::dispatch(args),
         Command::Serve(args) => serve::serve(args),
         Command::Certify(args) => certify::certify_cmd(*args),
     };

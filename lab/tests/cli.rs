@@ -161,3 +161,24 @@ fn certify_container_says_what_is_missing() {
     let out = lab(dir.path(), &["certify", "idp", "--container", "keycloak", "--issuer", "http://x"]);
     assert_eq!(out.status.code(), Some(2), "--container and --issuer conflict");
 }
+
+#[test]
+fn bench_gateway_serves_every_request_through_the_gateway_and_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("gw.json");
+    let out = lab(
+        dir.path(),
+        &["bench", "gateway", "--duration", "300ms", "--connections", "2", "--json", json.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(figures["errors"], 0, "{figures}");
+    for side in ["gateway", "baseline"] {
+        assert!(figures[side]["requests_per_sec"].as_f64().unwrap() > 0.0, "{figures}");
+        assert_eq!(figures[side]["errors"], 0, "{figures}");
+    }
+    assert!(figures["events_recorded"].as_u64().unwrap() > 0, "{figures}");
+    // The scenario benchmark's flags still parse, and do not mix with `gateway`.
+    let out = lab(dir.path(), &["bench", "--runs", "1", "gateway"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -169,6 +169,9 @@ fn secs(s: u64) -> String {
 }
 
 /// Draws every parameter of the run of `seed`.
+// `*pick(..)` keeps the `&'static str` that `GenStep::new` needs (clippy 1.95
+// suggests dropping the deref, which does not compile).
+#[allow(clippy::explicit_auto_deref)]
 pub fn derive(seed: u64, bounds: Bounds, overrides: &[Override]) -> Derived {
     let rng = SeededRng::from_seed(seed).child("explore");
     let session_duration = Duration::from_secs(*pick(&rng, &[60, 120, 300, 3600]));

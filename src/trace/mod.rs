@@ -101,6 +101,12 @@ impl Recorder {
         self.epoch
     }
 
+    /// How many events have been recorded so far (kept or streamed), without
+    /// copying them.
+    pub fn recorded(&self) -> u64 {
+        self.sink.lock().unwrap_or_else(PoisonError::into_inner).next_seq
+    }
+
     /// A snapshot of everything recorded so far.
     pub fn snapshot(&self) -> Trace {
         Trace { events: self.sink.lock().unwrap_or_else(PoisonError::into_inner).kept.clone() }
@@ -189,6 +195,7 @@ mod tests {
         let before = trace.digest();
         gw.record(EventBody::SessionRevoked { sid: "s2".into(), reason: "admin".into() });
         assert_ne!(rec.snapshot().digest(), before);
+        assert_eq!((rec.recorded(), gw.recorded()), (2, 2));
     }
 
     #[test]
