@@ -28,7 +28,7 @@ pub const DEVICE_SESSION_PATH: &str = "/device/session";
 pub const DEVICE_HANDOFF_URL: &str = "lockstep://registered";
 
 /// Claims of the app token that origins verify.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AppTokenClaims {
     /// The gateway's auth URL.
     pub iss: String,

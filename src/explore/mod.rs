@@ -156,8 +156,8 @@ impl Default for Bounds {
 /// The longest IdP outage drawn; the liveness phase waits it out.
 const MAX_OUTAGE_S: u64 = 20;
 
-fn pick<'a, T>(rng: &SeededRng, items: &'a [T]) -> &'a T {
-    &items[(rng.next_u64() % items.len() as u64) as usize]
+fn pick<T: Copy>(rng: &SeededRng, items: &[T]) -> T {
+    items[(rng.next_u64() % items.len() as u64) as usize]
 }
 
 fn below(rng: &SeededRng, n: u64) -> u64 {
@@ -169,18 +169,15 @@ fn secs(s: u64) -> String {
 }
 
 /// Draws every parameter of the run of `seed`.
-// `*pick(..)` keeps the `&'static str` that `GenStep::new` needs (clippy 1.95
-// suggests dropping the deref, which does not compile).
-#[allow(clippy::explicit_auto_deref)]
 pub fn derive(seed: u64, bounds: Bounds, overrides: &[Override]) -> Derived {
     let rng = SeededRng::from_seed(seed).child("explore");
-    let session_duration = Duration::from_secs(*pick(&rng, &[60, 120, 300, 3600]));
-    let latency = Duration::from_millis(*pick(&rng, &[1, 2, 5, 20]));
-    let session_poll = Duration::from_secs(*pick(&rng, &[5, 10]));
+    let session_duration = Duration::from_secs(pick(&rng, &[60, 120, 300, 3600]));
+    let latency = Duration::from_millis(pick(&rng, &[1, 2, 5, 20]));
+    let session_poll = Duration::from_secs(pick(&rng, &[5, 10]));
     // Google-like tokens carry no groups, which the default lab's apps need:
     // that profile is a configuration error here, not a finding.
-    let idp_profile = *pick(&rng, &["standard", "okta", "entra"]);
-    let jwks_max_age = Duration::from_secs(*pick(&rng, &[30, 300]));
+    let idp_profile = pick(&rng, &["standard", "okta", "entra"]);
+    let jwks_max_age = Duration::from_secs(pick(&rng, &[30, 300]));
 
     let prologue = vec![
         GenStep::new("boot"),
@@ -201,7 +198,7 @@ pub fn derive(seed: u64, bounds: Bounds, overrides: &[Override]) -> Derived {
             2 => GenStep::new("request").with("process", "teams").with("url", "https://www.example.com/"),
             3 => GenStep::new("request")
                 .with("process", "browser")
-                .with("url", *pick(&rng, &["https://chat.lab.test/", "https://code.lab.test/"])),
+                .with("url", pick(&rng, &["https://chat.lab.test/", "https://code.lab.test/"])),
             4 => GenStep::new("request")
                 .with("from", "attacker")
                 .with("url", "https://chat.lab.test/")
@@ -219,21 +216,21 @@ pub fn derive(seed: u64, bounds: Bounds, overrides: &[Override]) -> Derived {
             6 | 7 => GenStep::new("revoke").with("user", "alice"),
             8 => GenStep::new("kill").with("process", "lockstep-agent"),
             9 => GenStep::new("reboot"),
-            10 => GenStep::new(*pick(&rng, &["stop_bfe", "start_bfe"])),
+            10 => GenStep::new(pick(&rng, &["stop_bfe", "start_bfe"])),
             11 => GenStep::new("upgrade_agent"),
-            12 => GenStep::new(*pick(&rng, &["sleep", "resume"])),
+            12 => GenStep::new(pick(&rng, &["sleep", "resume"])),
             13 => GenStep::new("network_change"),
-            14 => GenStep::new("switch_user").with("user", *pick(&rng, &["bob", "alice"])),
+            14 => GenStep::new("switch_user").with("user", pick(&rng, &["bob", "alice"])),
             15 | 16 => {
                 let (host, peer) =
-                    *pick(&rng, &[("device", "gateway"), ("gateway", "idp"), ("gateway", "chat"), ("device", "idp")]);
+                    pick(&rng, &[("device", "gateway"), ("gateway", "idp"), ("gateway", "chat"), ("device", "idp")]);
                 GenStep::new("partition").with("host", host).with("peer", peer)
             }
             17 => GenStep::new("heal"),
-            18 => GenStep::new("restart_host").with("host", *pick(&rng, &["gateway", "idp", "mfa", "chat"])),
+            18 => GenStep::new("restart_host").with("host", pick(&rng, &["gateway", "idp", "mfa", "chat"])),
             19 => GenStep::new("idp_outage").with("duration", secs(5 + below(&rng, MAX_OUTAGE_S - 4))),
             20 => GenStep::new("idp_delay").with("by", format!("{}ms", below(&rng, 3000))),
-            21 => GenStep::new(*pick(&rng, &["idp_rotate_keys", "idp_remove_key"])),
+            21 => GenStep::new(pick(&rng, &["idp_rotate_keys", "idp_remove_key"])),
             22 => GenStep::new("sign_in").with("user", "alice"),
             _ => GenStep::new("check_agent"),
         };

@@ -102,6 +102,11 @@ pub struct Gateway {
     /// authenticated device-session calls (the device's tunnel identity),
     /// with the device session that vouched for it.
     devices: Mutex<BTreeMap<IpAddr, String>>,
+    /// The last app token signed per (session, app): claims are whole
+    /// seconds and ES256 signatures here are deterministic (RFC 6979), so
+    /// the same claims in the same second give the same token; it is
+    /// reused instead of signed again.
+    app_tokens: Mutex<BTreeMap<(String, String), (AppTokenClaims, String)>>,
 }
 
 /// Why the gateway could not be built.
@@ -165,6 +170,7 @@ impl Gateway {
             mfa_keys,
             pending_mfa: Mutex::new(BTreeMap::new()),
             devices: Mutex::new(BTreeMap::new()),
+            app_tokens: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -206,6 +212,25 @@ impl Gateway {
     }
 
     /// The public keys origins use to verify app tokens.
+    /// The app token for `claims`: the one signed last for this session and
+    /// app when its claims are the same (same second), else a new one.
+    fn app_token(&self, claims: AppTokenClaims) -> Result<String, crate::jose::KeyError> {
+        let key = (claims.sid.clone(), claims.aud.clone());
+        if let Some((last, token)) = self.app_tokens.lock().unwrap_or_else(PoisonError::into_inner).get(&key)
+            && *last == claims
+        {
+            return Ok(token.clone());
+        }
+        let token = self.key.sign(&claims)?;
+        let mut cache = self.app_tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= 4096 {
+            // Entries of other seconds can never be reused.
+            cache.retain(|_, (c, _)| c.iat == claims.iat);
+        }
+        cache.insert(key, (claims, token.clone()));
+        Ok(token)
+    }
+
     pub fn app_token_keys(&self) -> JwkSet {
         jwk_set(&[&self.key])
     }
@@ -895,7 +920,7 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
             by: v.by.clone(),
         });
     }
-    let app_token = match gw.key.sign(&AppTokenClaims {
+    let claims_out = AppTokenClaims {
         iss: gw.issuer().to_string(),
         aud: app.name.clone(),
         sub: session.user.clone(),
@@ -904,7 +929,8 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         iat: now.as_secs(),
         exp: now.plus(gw.config.app_token_ttl).as_secs(),
         mfa: mfa_claim,
-    }) {
+    };
+    let app_token = match gw.app_token(claims_out) {
         Ok(t) => t,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
