@@ -31,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     explore_seeds: u64,
     /// Fleet sizes of the tick-cost measurement (bare turmoil hosts idling).
-    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
     fleet: Vec<usize>,
     /// Simulated time each fleet idles.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -183,7 +183,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "  explore            {:>10.2} seeds/s  ({} seeds, one job; {:.0} simulated s and {:.1} hosts per seed)",
         e.lab_seeds_per_sec, e.seeds, e.mean_sim_s_per_seed, e.mean_hosts
     );
-    println!("  bare turmoil       {:>10.2} seeds/s  (same hosts, connections, exchanges, simulated time)", e.baseline_seeds_per_sec);
+    println!(
+        "  bare turmoil       {:>10.2} seeds/s  (same hosts, connections, exchanges, simulated time)",
+        e.baseline_seeds_per_sec
+    );
     println!("  ratio              {:>10.2}x slower than the baseline", e.lab_vs_baseline_slowdown);
     for f in &figures.fleet {
         println!(
@@ -216,19 +219,16 @@ fn explore_figures(seeds: u64, params: &SimParams) -> anyhow::Result<ExploreFigu
     let mut hosts_total = 0usize;
     for seed in 1..=seeds {
         let derived = explore::derive(seed, explore::Bounds::default(), &[]);
-        let scenario = explore::parse(&derived.scenario_toml(), "<bench explore>").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let scenario =
+            explore::parse(&derived.scenario_toml(), "<bench explore>").map_err(|e| anyhow::anyhow!("{e}"))?;
         let (run, t) = timed(|| world::run(&scenario, seed));
         lab_time += t;
         let run_sim = Duration::from_millis(run.sim_ms);
         sim += run_sim;
         let hosts = scenario.lab.running_hosts();
         hosts_total += hosts;
-        let load = BaselineLoad {
-            hosts,
-            connections: run.connections,
-            exchanges: run.segments / 2,
-            idle_until: run_sim,
-        };
+        let load =
+            BaselineLoad { hosts, connections: run.connections, exchanges: run.segments / 2, idle_until: run_sim };
         let p = SimParams { seed, latency: scenario.lab.sim.latency, ..params.clone() };
         let (r, t) = timed(|| bare_baseline(&p, load));
         r.context("explore baseline")?;
