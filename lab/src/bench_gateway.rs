@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -258,16 +257,7 @@ async fn proxy(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         fetch.body = Some((content_type, body));
     }
     match p.http.send(fetch).await {
-        Ok(r) => {
-            let mut response = Response::new(Body::from(r.body));
-            *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            for (name, value) in &r.headers {
-                if !matches!(name.as_str(), "connection" | "keep-alive" | "transfer-encoding" | "content-length") {
-                    response.headers_mut().append(name.clone(), value.clone());
-                }
-            }
-            response
-        }
+        Ok(r) => lockstep::http::relay(r),
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
 }

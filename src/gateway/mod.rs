@@ -974,16 +974,7 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         fetch.body = Some((content_type, body));
     }
     match gw.http.send(fetch).await {
-        Ok(r) => {
-            let mut response = Response::new(Body::from(r.body));
-            *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            for (name, value) in &r.headers {
-                if !matches!(name.as_str(), "connection" | "keep-alive" | "transfer-encoding" | "content-length") {
-                    response.headers_mut().append(name.clone(), value.clone());
-                }
-            }
-            response
-        }
+        Ok(r) => crate::http::relay(r),
         Err(e) => {
             gw.decide(&ctx, Some(&app.name), GatewayVerdict::BadGateway, Some(502), Some(&session), &e.to_string());
             (StatusCode::BAD_GATEWAY, "origin unreachable").into_response()

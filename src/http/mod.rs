@@ -11,4 +11,4 @@ pub mod server;
 pub use browser::{Browser, Credentials, FactorHandle, FactorResponder, Landing, Navigation};
 pub use client::{Fetch, FetchError, HttpClient, HttpResponse};
 pub use keys::RemoteKeys;
-pub use server::{PeerAddr, bearer_token, redirect, serve, with_cookie};
+pub use server::{PeerAddr, bearer_token, redirect, relay, serve, with_cookie};

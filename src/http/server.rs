@@ -70,3 +70,17 @@ pub fn with_cookie(mut response: axum::response::Response, cookie: &str) -> axum
     }
     response
 }
+
+/// An upstream answer relayed to the client as it came, less the
+/// hop-by-hop headers (what a reverse proxy sends back).
+pub fn relay(upstream: crate::http::HttpResponse) -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::from(upstream.body));
+    *response.status_mut() =
+        axum::http::StatusCode::from_u16(upstream.status).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    for (name, value) in &upstream.headers {
+        if !matches!(name.as_str(), "connection" | "keep-alive" | "transfer-encoding" | "content-length") {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+}
