@@ -513,10 +513,14 @@ impl Agent {
     async fn query_session(&self, token: &str) -> Result<DeviceSessionInfo, SessionQueryError> {
         let url = Url::parse(&format!("{}{DEVICE_SESSION_PATH}", self.settings.gateway_url.trim_end_matches('/')))
             .map_err(|e| SessionQueryError::Unreachable(e.to_string()))?;
-        let response = self
-            .http
-            .send(Fetch::get(url).header("authorization", format!("Bearer {token}")))
+        // Bounded: a connection black-holed mid-request (a partition) must
+        // not stall the agent, which serves sign-ins and re-locks from the
+        // same loop; the stuck connection is dropped with the request.
+        let wait = self.settings.session_poll.max(Duration::from_secs(1));
+        let send = self.http.send(Fetch::get(url).header("authorization", format!("Bearer {token}")));
+        let response = tokio::time::timeout(wait, send)
             .await
+            .map_err(|_| SessionQueryError::Unreachable(format!("no answer within {}", fmt(wait))))?
             .map_err(|e| SessionQueryError::Unreachable(e.to_string()))?;
         match response.status {
             200 => {}

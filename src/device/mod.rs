@@ -521,6 +521,9 @@ impl Windows {
                 self.tell_agent(AgentCommand::Suspend);
                 ok("asleep")
             }
+            // Only a sleeping device resumes: an awake one has no transition
+            // to make (and must not open a transition window).
+            OsEvent::Resume if !self.state().asleep => Err("the device is not asleep".to_string()),
             OsEvent::Resume => {
                 self.state().asleep = false;
                 self.transition("resume", "the device resumed");

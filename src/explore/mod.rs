@@ -134,8 +134,47 @@ pub struct Derived {
     pub prologue: Vec<GenStep>,
     /// The safety phase: the drawn timeline.
     pub safety: Vec<GenStep>,
-    /// The liveness phase: heal, sign in, reach an application.
-    pub liveness: Vec<GenStep>,
+}
+
+/// The liveness phase after `safety`: undo each kind of fault it holds
+/// (and nothing else: healing what did not happen would itself be a
+/// transition), wait past any outage, restart or upgrade gap, then alice
+/// signs in and reaches chat.
+pub fn liveness_for(safety: &[GenStep]) -> Vec<GenStep> {
+    let had = |action: &str| safety.iter().any(|s| s.action == action);
+    let mut steps = Vec::new();
+    if had("partition") {
+        steps.push(GenStep::new("heal").noting("liveness: every cut link is restored"));
+    }
+    if had("idp_delay") {
+        steps.push(GenStep::new("idp_delay").with("by", "0s").noting("liveness: the IdP answers promptly"));
+    }
+    if had("sleep") {
+        steps.push(GenStep::new("resume").noting("liveness: the device wakes (fails harmlessly when awake)"));
+    }
+    if had("stop_bfe") {
+        steps.push(GenStep::new("start_bfe").noting("liveness: BFE runs (fails harmlessly when it does)"));
+    }
+    if had("switch_user") {
+        steps.push(GenStep::new("switch_user").with("user", "alice").noting("liveness: alice is at the console"));
+    }
+    steps.push(
+        GenStep::new("advance")
+            .with("by", secs(MAX_OUTAGE_S + 1))
+            .noting("liveness: past any outage, agent restart or upgrade gap"),
+    );
+    steps.push(
+        GenStep::new("sign_in").with("user", "alice").expecting("agent connected").noting("liveness: alice signs in"),
+    );
+    steps.push(
+        GenStep::new("request")
+            .with("process", "browser")
+            .with("url", "https://chat.lab.test/")
+            .with("login_as", "alice")
+            .expecting("http 200")
+            .noting("liveness: alice reaches chat"),
+    );
+    steps
 }
 
 /// Bounds of the drawn timelines.
@@ -237,24 +276,6 @@ pub fn derive(seed: u64, bounds: Bounds, overrides: &[Override]) -> Derived {
         safety.push(step);
     }
 
-    let liveness = vec![
-        GenStep::new("heal").noting("liveness: every cut link is restored"),
-        GenStep::new("idp_delay").with("by", "0s").noting("liveness: the IdP answers promptly"),
-        GenStep::new("resume").noting("liveness: the device is awake (fails harmlessly when it was)"),
-        GenStep::new("start_bfe").noting("liveness: BFE runs (fails harmlessly when it did)"),
-        GenStep::new("switch_user").with("user", "alice").noting("liveness: alice is at the console"),
-        GenStep::new("advance")
-            .with("by", secs(MAX_OUTAGE_S + 1))
-            .noting("liveness: past any outage, agent restart or upgrade gap"),
-        GenStep::new("sign_in").with("user", "alice").expecting("agent connected").noting("liveness: alice signs in"),
-        GenStep::new("request")
-            .with("process", "browser")
-            .with("url", "https://chat.lab.test/")
-            .with("login_as", "alice")
-            .expecting("http 200")
-            .noting("liveness: alice reaches chat"),
-    ];
-
     Derived {
         seed,
         session_duration,
@@ -265,7 +286,6 @@ pub fn derive(seed: u64, bounds: Bounds, overrides: &[Override]) -> Derived {
         overrides: overrides.to_vec(),
         prologue,
         safety,
-        liveness,
     }
 }
 
@@ -346,8 +366,9 @@ impl Derived {
             }
             out.push('\n');
         }
+        let liveness = liveness_for(safety);
         let phases: [(&str, &[GenStep]); 3] =
-            [("set-up", &self.prologue), ("safety phase", safety), ("liveness phase", &self.liveness)];
+            [("set-up", &self.prologue), ("safety phase", safety), ("liveness phase", &liveness)];
         for (phase, steps) in phases {
             let _ = writeln!(out, "# --- {phase} ---");
             for s in steps {

@@ -56,3 +56,26 @@ fn a_restarted_idp_does_not_lock_the_user_out() {
     assert!(r.derived.safety.iter().any(|s| s.action == "restart_host"), "{}", r.derived.options_line());
     assert_eq!(r.verdict, Verdict::Pass);
 }
+
+/// Found by the swarm: a partition between device and gateway while the
+/// agent's session check was in flight left that request unanswered for
+/// ever; the agent, stuck on it, never accepted the next sign-in. Session
+/// checks are now bounded by the poll interval.
+#[test]
+fn a_partition_during_a_session_check_does_not_stall_the_agent() {
+    let r = explore::run_seed(81, Bounds::default(), &[]);
+    assert!(r.derived.safety.iter().any(|s| s.action == "partition"), "{}", r.derived.options_line());
+    assert_eq!(r.verdict, Verdict::Pass);
+}
+
+/// The liveness phase undoes only the faults the run drew: an awake device
+/// is not "resumed" (that would open a transition window of its own).
+#[test]
+fn the_liveness_phase_heals_only_what_happened() {
+    let d = explore::derive(81, Bounds::default(), &[]);
+    let heal: Vec<&str> = explore::liveness_for(&d.safety).iter().map(|s| s.action).collect();
+    assert!(heal.contains(&"heal"));
+    assert!(!heal.contains(&"resume") || d.safety.iter().any(|s| s.action == "sleep"));
+    let bare: Vec<&str> = explore::liveness_for(&[]).iter().map(|s| s.action).collect();
+    assert_eq!(bare, ["advance", "sign_in", "request"]);
+}
