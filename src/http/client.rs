@@ -145,6 +145,10 @@ pub struct HttpClient {
     pool: Arc<Mutex<BTreeMap<SocketAddr, SendRequest<Full<Bytes>>>>>,
 }
 
+/// How long a request may go unanswered (connection, request and whole
+/// response); its connection is dropped with it.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl HttpClient {
     /// A client using `net`, resolving names with `directory`.
     pub fn new(net: Net, directory: Directory) -> Self {
@@ -156,8 +160,18 @@ impl HttpClient {
         &self.directory
     }
 
-    /// Sends one request (no redirects followed) and reads the whole response.
+    /// Sends one request (no redirects followed) and reads the whole
+    /// response, within [`REQUEST_TIMEOUT`]: like a browser, a request that
+    /// gets no answer (a connection black-holed by a partition) fails
+    /// instead of holding its caller for ever.
     pub async fn send(&self, fetch: Fetch) -> Result<HttpResponse, FetchError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(fetch)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Failed(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))),
+        }
+    }
+
+    async fn send_unbounded(&self, fetch: Fetch) -> Result<HttpResponse, FetchError> {
         let addr = self.directory.socket_addr_of_url(&fetch.url).map_err(FetchError::BadUrl)?;
         let pooled = self.pool.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
         let (sender, response) = match pooled {

@@ -79,3 +79,13 @@ fn the_liveness_phase_heals_only_what_happened() {
     let bare: Vec<&str> = explore::liveness_for(&[]).iter().map(|s| s.action).collect();
     assert_eq!(bare, ["advance", "sign_in", "request"]);
 }
+
+/// Found by the swarm: a browser request black-holed by a partition held
+/// the browser for ever, so alice's next request after the heal timed out.
+/// Every HTTP request is now bounded (30 s), as in a real browser.
+#[test]
+fn a_request_lost_in_a_partition_does_not_hold_the_browser() {
+    let r = explore::run_seed(100, Bounds::default(), &[]);
+    assert!(r.derived.safety.iter().any(|s| s.action == "partition"), "{}", r.derived.options_line());
+    assert_eq!(r.verdict, Verdict::Pass);
+}
