@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clap::{Args, Subcommand};
 use lockstep::config::LabConfig;
@@ -237,25 +237,7 @@ async fn proxy(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
     };
-    let mut fetch = Fetch { method: parts.method, url, headers: Vec::new(), body: None };
-    for (name, value) in &parts.headers {
-        let hop = matches!(
-            name.as_str(),
-            "host" | "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te" | "upgrade"
-        );
-        if !hop && let Ok(v) = value.to_str() {
-            fetch.headers.push((name.to_string(), v.to_string()));
-        }
-    }
-    if !body.is_empty() {
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_string();
-        fetch.body = Some((content_type, body));
-    }
+    let fetch = Fetch::forwarded(parts.method, url, &parts.headers, body, &[]);
     match p.http.send(fetch).await {
         Ok(r) => lockstep::http::relay(r),
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),

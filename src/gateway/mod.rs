@@ -953,26 +953,8 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         claims.mfa.clone().filter(|_| !gw.config.danger_skip_mfa),
     );
 
-    let mut fetch = Fetch { method: ctx.method.clone(), url: upstream, headers: Vec::new(), body: None };
-    for (name, value) in &ctx.headers {
-        let skip = matches!(
-            name.as_str(),
-            "host" | "cookie" | "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te" | "upgrade"
-        ) || name.as_str() == APP_TOKEN_HEADER;
-        if !skip && let Ok(v) = value.to_str() {
-            fetch.headers.push((name.to_string(), v.to_string()));
-        }
-    }
+    let mut fetch = Fetch::forwarded(ctx.method.clone(), upstream, &ctx.headers, body, &["cookie", APP_TOKEN_HEADER]);
     fetch.headers.push((APP_TOKEN_HEADER.to_string(), app_token));
-    if !body.is_empty() {
-        let content_type = ctx
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_string();
-        fetch.body = Some((content_type, body));
-    }
     match gw.http.send(fetch).await {
         Ok(r) => crate::http::relay(r),
         Err(e) => {

@@ -113,6 +113,34 @@ pub struct Fetch {
 }
 
 impl Fetch {
+    /// An incoming request forwarded to `url` by a reverse proxy: its
+    /// method, its headers less the hop-by-hop ones and those named in
+    /// `drop` (lowercase), and its body with its content type.
+    pub fn forwarded(method: Method, url: Url, headers: &http::HeaderMap, body: Bytes, drop: &[&str]) -> Fetch {
+        let mut fetch = Fetch { method, url, headers: Vec::new(), body: None };
+        for (name, value) in headers {
+            let hop = matches!(
+                name.as_str(),
+                "host" | "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te" | "upgrade"
+            );
+            if !hop
+                && !drop.contains(&name.as_str())
+                && let Ok(v) = value.to_str()
+            {
+                fetch.headers.push((name.to_string(), v.to_string()));
+            }
+        }
+        if !body.is_empty() {
+            let content_type = headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            fetch.body = Some((content_type, body));
+        }
+        fetch
+    }
+
     /// A GET of `url`.
     pub fn get(url: Url) -> Self {
         Fetch { method: Method::GET, url, headers: Vec::new(), body: None }
