@@ -325,17 +325,19 @@ fn app_without_mfa(lab: &mut Lab, app: String) {
 
 #[given(regex = r#"^(?:\w+) owns a security key "([\w-]+)"$"#)]
 fn security_key(lab: &mut Lab, name: String) {
-    let mut a = Table::new();
-    a.insert("name".into(), s(&name));
-    a.insert("kind".into(), s("security_key"));
-    lab.composed().authenticators.push(Value::Table(a));
+    add_authenticator(lab, &name, "security_key");
 }
 
 #[given(regex = r#"^(?:\w+)'s laptop has a platform authenticator with biometrics "([\w-]+)"$"#)]
 fn platform_authenticator(lab: &mut Lab, name: String) {
+    add_authenticator(lab, &name, "platform");
+}
+
+/// An `[[authenticator]]` of `kind` named `name`, with default knobs.
+fn add_authenticator(lab: &mut Lab, name: &str, kind: &str) {
     let mut a = Table::new();
-    a.insert("name".into(), s(&name));
-    a.insert("kind".into(), s("platform"));
+    a.insert("name".into(), s(name));
+    a.insert("kind".into(), s(kind));
     lab.composed().authenticators.push(Value::Table(a));
 }
 

@@ -269,8 +269,5 @@ fn fleet_figures(hosts: usize, idle: Duration, params: &SimParams) -> anyhow::Re
 
 /// The process's peak resident set so far (Linux), MiB.
 fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    crate::bench_gateway::rss_kib().1.map(|kib| kib as f64 / 1024.0)
 }

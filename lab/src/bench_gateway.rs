@@ -262,7 +262,7 @@ async fn spawn_server(router: Router) -> anyhow::Result<SocketAddr> {
 
 /// (resident, peak resident) set size of this process in KiB, where the OS
 /// tells (Linux).
-fn rss_kib() -> (Option<u64>, Option<u64>) {
+pub(crate) fn rss_kib() -> (Option<u64>, Option<u64>) {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return (None, None);
     };

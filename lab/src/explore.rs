@@ -276,16 +276,15 @@ fn shrink_and_write(r: &SeedResult, args: &ExploreArgs, replay: &str) -> anyhow:
     );
     let text = r.derived.scenario_toml_with(&shrunk.safety, &header);
     std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
-    check_reproduces(&file, r, explore::liveness_for(&shrunk.safety).len())?;
+    check_reproduces(&file, r, r.derived.liveness_starts_after(&shrunk.safety))?;
     Ok((file, shrunk.safety.len()))
 }
 
-fn check_reproduces(file: &Path, r: &SeedResult, liveness_steps: usize) -> anyhow::Result<()> {
+fn check_reproduces(file: &Path, r: &SeedResult, liveness_after: usize) -> anyhow::Result<()> {
     let scenario =
         lockstep::scenario::Scenario::load(&file.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let run = lockstep::world::run(&scenario, scenario.seed);
-    let after = scenario.steps.len().saturating_sub(liveness_steps);
-    let verdict = explore::judge(&run, after);
+    let verdict = explore::judge(&run, liveness_after);
     anyhow::ensure!(
         r.verdict.same_failure(&verdict),
         "{} does not reproduce the failure (it gives: {})",

@@ -98,15 +98,6 @@ impl GenStep {
         self.note = Some(note.to_string());
         self
     }
-
-    /// One line, for summaries.
-    pub fn describe(&self) -> String {
-        let mut s = self.action.to_string();
-        for (k, v) in &self.fields {
-            let _ = write!(s, " {k}={v}");
-        }
-        s
-    }
 }
 
 /// Everything a seed decides.
@@ -396,7 +387,7 @@ impl Derived {
 
     /// The number of steps before the liveness phase with `safety` as the
     /// drawn timeline.
-    fn liveness_starts_after(&self, safety: &[GenStep]) -> usize {
+    pub fn liveness_starts_after(&self, safety: &[GenStep]) -> usize {
         self.prologue.len() + safety.len()
     }
 }

@@ -211,7 +211,6 @@ impl Gateway {
         accepted
     }
 
-    /// The public keys origins use to verify app tokens.
     /// The app token for `claims`: the one signed last for this session and
     /// app when its claims are the same (same second), else a new one.
     fn app_token(&self, claims: AppTokenClaims) -> Result<String, crate::jose::KeyError> {
@@ -231,6 +230,7 @@ impl Gateway {
         Ok(token)
     }
 
+    /// The public keys origins use to verify app tokens.
     pub fn app_token_keys(&self) -> JwkSet {
         jwk_set(&[&self.key])
     }

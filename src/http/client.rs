@@ -202,22 +202,22 @@ impl HttpClient {
     async fn send_unbounded(&self, fetch: Fetch) -> Result<HttpResponse, FetchError> {
         let addr = self.directory.socket_addr_of_url(&fetch.url).map_err(FetchError::BadUrl)?;
         let pooled = self.pool.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
-        let (sender, response) = match pooled {
+        let reused = match pooled {
             Some(mut s) if !s.is_closed() => match Self::exchange(&mut s, build_request(&fetch)?).await {
-                Ok(r) => (s, r),
+                Ok(r) => Some((s, r)),
                 // A kept-alive connection the server dropped while it sat
                 // idle (a restarted server resets it) fails before any
                 // answer: like browsers, try once more on a new connection.
                 // Cuts and blocks by the local firewall are not retried:
                 // they are the answer.
-                Err(FetchError::Failed(_)) => {
-                    let mut fresh = self.connect(addr).await?;
-                    let r = Self::exchange(&mut fresh, build_request(&fetch)?).await?;
-                    (fresh, r)
-                }
+                Err(FetchError::Failed(_)) => None,
                 Err(e) => return Err(e),
             },
-            _ => {
+            _ => None,
+        };
+        let (sender, response) = match reused {
+            Some(pair) => pair,
+            None => {
                 let mut fresh = self.connect(addr).await?;
                 let r = Self::exchange(&mut fresh, build_request(&fetch)?).await?;
                 (fresh, r)
