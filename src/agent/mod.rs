@@ -259,7 +259,18 @@ impl Agent {
             AgentCommand::Status { reply } => {
                 let _ = reply.send(self.state.clone());
             }
-            AgentCommand::Suspend => self.suspended = true,
+            AgentCommand::Suspend => {
+                // The suspend notice is the agent's last chance to act before
+                // sleep: a session may be revoked meanwhile and packets still in
+                // flight arrive as the device dozes off, so a connected agent
+                // locks now and lifts again only once the gateway re-confirms
+                // the session on resume.
+                if self.state == AgentState::Connected && !self.settings.danger_forget_relock {
+                    self.close_lever_silently();
+                    self.lock("going to sleep: lockdown engaged until the session is re-confirmed on resume");
+                }
+                self.suspended = true;
+            }
             AgentCommand::Resume => {
                 self.suspended = false;
                 self.resumed().await;
@@ -267,7 +278,9 @@ impl Agent {
             AgentCommand::UserSwitched { user } => self.forget_session(&format!("Windows user switched to {user}")),
             AgentCommand::OrgChanged { org } => self.forget_session(&format!("organization changed to {org}")),
             AgentCommand::NetworkChanged => {
-                if self.state != AgentState::Connected && self.lever.is_none() {
+                if self.state == AgentState::Connected {
+                    self.reconfirm("network changed").await;
+                } else if self.lever.is_none() {
                     self.lock("network changed: lockdown re-applied");
                 }
             }
@@ -312,11 +325,33 @@ impl Agent {
             self.session_ended("session expired during sleep");
             return;
         }
-        self.check_session().await;
-        if self.state == AgentState::Connected {
-            self.set_state(AgentState::Connected, "resumed from sleep: session re-confirmed by the gateway");
+        self.reconfirm("resumed from sleep").await;
+    }
+
+    /// A transition while connected (resume, network change). The gateway may
+    /// have revoked the session since the agent last asked, and a transition
+    /// grants no grace: the lockdown goes back on first, so nothing passes
+    /// while the gateway is asked, and comes off only when it confirms the
+    /// session. An open lever ends with it. If the gateway cannot be reached,
+    /// the agent stays locked, keeps the session and asks again at every poll.
+    async fn reconfirm(&mut self, why: &str) {
+        let Some((token, _)) = self.session.clone() else { return };
+        self.close_lever_silently();
+        if self.state != AgentState::Locked {
+            self.lock(&format!("{why}: lockdown held until the gateway re-confirms the session"));
         }
-        self.next_poll = self.session.as_ref().map(|_| self.clock.now().plus(self.settings.session_poll));
+        match self.query_session(&token).await {
+            Ok(info) => self.connect(token, info, &format!("{why}: session re-confirmed by the gateway")),
+            Err(SessionQueryError::Refused(e)) => self.session_ended(&format!("gateway says: {e}")),
+            Err(SessionQueryError::Unreachable(e)) => {
+                self.next_poll = Some(self.clock.now().plus(self.settings.session_poll));
+                let retry = fmt(self.settings.session_poll);
+                self.set_state(
+                    AgentState::Locked,
+                    &format!("{why}: session not re-confirmed ({e}); asking again every {retry}"),
+                );
+            }
+        }
     }
 
     /// Drops the session (and the saved one) and re-locks (a user switch, an organization change).
@@ -548,6 +583,10 @@ impl Agent {
         let Some((token, _)) = self.session.clone() else { return };
         let confirmed = self.query_session(&token).await;
         match confirmed {
+            // Held locked after a transition: the lockdown comes off now.
+            Ok(info) if self.state != AgentState::Connected => {
+                self.connect(token, info, "session re-confirmed by the gateway")
+            }
             Ok(info) => {
                 // The gateway is the authority on expiry; follow it.
                 if let Some((_, current)) = self.session.as_mut() {

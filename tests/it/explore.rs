@@ -93,3 +93,16 @@ fn a_request_lost_in_a_partition_does_not_hold_the_browser() {
     assert!(r.derived.safety.iter().any(|s| s.action == "partition"), "{}", r.derived.options_line());
     assert_eq!(r.verdict, Verdict::Pass);
 }
+
+/// Found by the swarm: a session revoked just before the device slept (or
+/// its network changed) kept the device open through the transition, where
+/// no revocation grace applies (E3): the agent learnt of the revocation only
+/// at its next poll. It now locks at the suspend notice and on every
+/// transition while connected, and lifts only once the gateway confirms.
+#[test]
+fn a_revocation_just_before_sleep_does_not_leak_through_the_transition() {
+    let r = explore::run_seed(679, Bounds::default(), &[]);
+    let drawn: Vec<&str> = r.derived.safety.iter().map(|s| s.action).collect();
+    assert!(drawn.contains(&"sleep") && drawn.contains(&"revoke"), "{}", r.derived.options_line());
+    assert_eq!(r.verdict, Verdict::Pass);
+}
