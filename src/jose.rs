@@ -139,7 +139,7 @@ impl MacKey {
         if header.alg != Algorithm::HS256 {
             return Err(TokenError::AlgorithmNotAccepted(format!("{:?}", header.alg)));
         }
-        decode_checked(token, &self.decoding, header.alg, expect)
+        check_claims(decode_signed(token, &self.decoding, header.alg)?, expect)
     }
 }
 
@@ -231,23 +231,33 @@ pub struct RegisteredClaims {
 /// Verifies a token's signature against `keys` and its registered claims
 /// against `expect`, then returns its claims as `T`.
 pub fn verify<T: DeserializeOwned>(token: &str, keys: &JwkSet, expect: &Expect<'_>) -> Result<T, TokenError> {
+    check_claims(verify_signature(token, keys)?, expect)
+}
+
+/// Checks a token's header (`alg` on the allow-list, a matching key) and its
+/// signature against `keys` (the crate's job), and returns its claims
+/// unchecked. Pair it with [`check_claims`].
+pub fn verify_signature(token: &str, keys: &JwkSet) -> Result<serde_json::Value, TokenError> {
     let header = decode_header(token)?;
     if !ACCEPTED_ALGS.contains(&header.alg) {
         return Err(TokenError::AlgorithmNotAccepted(format!("{:?}", header.alg)));
     }
     let jwk = select_key(keys, header.kid.as_deref(), header.alg)?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| TokenError::Malformed(format!("key: {e}")))?;
-    decode_checked(token, &key, header.alg, expect)
+    decode_signed(token, &key, header.alg)
 }
 
-/// Checks the signature with `key` (the crate's job) and the registered
-/// claims against `expect` (ours: the injected clock).
-fn decode_checked<T: DeserializeOwned>(
-    token: &str,
-    key: &DecodingKey,
-    alg: Algorithm,
-    expect: &Expect<'_>,
-) -> Result<T, TokenError> {
+/// Checks the registered claims of a token whose signature verified against
+/// `expect` (ours: the injected clock), then returns the claims as `T`.
+pub fn check_claims<T: DeserializeOwned>(claims: serde_json::Value, expect: &Expect<'_>) -> Result<T, TokenError> {
+    let registered: RegisteredClaims =
+        serde_json::from_value(claims.clone()).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    check_registered(&registered, expect)?;
+    serde_json::from_value(claims).map_err(|e| TokenError::Malformed(e.to_string()))
+}
+
+/// Checks the signature with `key` (the crate's job); the claims come back unchecked.
+fn decode_signed(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<serde_json::Value, TokenError> {
     let mut validation = Validation::new(alg);
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -261,10 +271,7 @@ fn decode_checked<T: DeserializeOwned>(
             _ => TokenError::Malformed(e.to_string()),
         }
     })?;
-    let registered: RegisteredClaims =
-        serde_json::from_value(data.claims.clone()).map_err(|e| TokenError::Malformed(e.to_string()))?;
-    check_registered(&registered, expect)?;
-    serde_json::from_value(data.claims).map_err(|e| TokenError::Malformed(e.to_string()))
+    Ok(data.claims)
 }
 
 /// Parses a token's header, mapping unknown algorithms (`none`, ...) to

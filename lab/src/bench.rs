@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use lockstep::input::Source;
-use lockstep::net::sim::{BaselineLoad, SimParams, bare_baseline};
+use lockstep::net::sim::{BaselineLoad, DEFAULT_TCP_CAPACITY, SimParams, bare_baseline};
 use lockstep::scenario::{EMBEDDED_PREFIX, Scenario};
 use lockstep::world;
 use serde::Serialize;
@@ -95,6 +95,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         epoch: scenario.resolved.epoch,
         tick: scenario.lab.sim.tick,
         latency: scenario.lab.sim.latency,
+        tcp_capacity: DEFAULT_TCP_CAPACITY,
     };
 
     // Warm up, and learn the run's traffic.

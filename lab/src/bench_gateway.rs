@@ -53,12 +53,16 @@ enum BenchTarget {
     /// The gateway in real mode under load, beside a plain reverse proxy
     /// measured in the same run.
     Gateway(GatewayArgs),
+    /// A fleet of devices booting at once against one gateway, IdP and MFA
+    /// service, then a simulated day of session expiries.
+    Fleet(crate::bench_fleet::FleetArgs),
 }
 
 /// Runs what `lab bench` was asked for.
 pub fn dispatch(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd.target {
         Some(BenchTarget::Gateway(args)) => bench_gateway(&args),
+        Some(BenchTarget::Fleet(args)) => crate::bench_fleet::bench_fleet(&args),
         None => bench::bench(cmd.scenario),
     }
 }

@@ -170,8 +170,17 @@ impl Fetch {
 pub struct HttpClient {
     net: Net,
     directory: Directory,
-    pool: Arc<Mutex<BTreeMap<SocketAddr, SendRequest<Full<Bytes>>>>>,
+    pool: Arc<Mutex<Pool>>,
 }
+
+/// Idle kept-alive connections per server address, the most recently used
+/// last (reused first), at most [`MAX_IDLE_PER_ADDR`] each.
+type Pool = BTreeMap<SocketAddr, Vec<SendRequest<Full<Bytes>>>>;
+
+/// How many idle connections a client keeps per server address: enough for
+/// a gateway forwarding many concurrent requests to one origin without
+/// opening a connection per request.
+pub const MAX_IDLE_PER_ADDR: usize = 64;
 
 /// How long a request may go unanswered (connection, request and whole
 /// response); its connection is dropped with it.
@@ -180,7 +189,7 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 impl HttpClient {
     /// A client using `net`, resolving names with `directory`.
     pub fn new(net: Net, directory: Directory) -> Self {
-        HttpClient { net, directory, pool: Arc::new(Mutex::new(BTreeMap::new())) }
+        HttpClient { net, directory, pool: Arc::new(Mutex::new(Pool::new())) }
     }
 
     /// The name service this client uses.
@@ -201,9 +210,9 @@ impl HttpClient {
 
     async fn send_unbounded(&self, fetch: Fetch) -> Result<HttpResponse, FetchError> {
         let addr = self.directory.socket_addr_of_url(&fetch.url).map_err(FetchError::BadUrl)?;
-        let pooled = self.pool.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
+        let pooled = self.idle(addr);
         let reused = match pooled {
-            Some(mut s) if !s.is_closed() => match Self::exchange(&mut s, build_request(&fetch)?).await {
+            Some(mut s) => match Self::exchange(&mut s, build_request(&fetch)?).await {
                 Ok(r) => Some((s, r)),
                 // A kept-alive connection the server dropped while it sat
                 // idle (a restarted server resets it) fails before any
@@ -213,7 +222,7 @@ impl HttpClient {
                 Err(FetchError::Failed(_)) => None,
                 Err(e) => return Err(e),
             },
-            _ => None,
+            None => None,
         };
         let (sender, response) = match reused {
             Some(pair) => pair,
@@ -226,9 +235,25 @@ impl HttpClient {
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| FetchError::from_hyper(&e))?.to_bytes();
         if !sender.is_closed() {
-            self.pool.lock().unwrap_or_else(PoisonError::into_inner).insert(addr, sender);
+            let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+            let idle = pool.entry(addr).or_default();
+            if idle.len() < MAX_IDLE_PER_ADDR {
+                idle.push(sender);
+            }
         }
         Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body, url: fetch.url })
+    }
+
+    /// The most recently used idle connection to `addr` that is still open.
+    fn idle(&self, addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = pool.get_mut(&addr)?;
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
     }
 
     /// Sends `request` on `sender` and waits for the response head.

@@ -12,20 +12,31 @@
 //!   refetch (the peer may have rotated), at most once per `min_refetch`
 //!   since the last fetch of any kind: a flood of unknown key ids costs at
 //!   most one fetch per interval.
+//! * **Verified tokens.** A token whose signature verified under the cached
+//!   set is remembered with its claims (at most [`VERIFIED_TOKENS`], the
+//!   oldest forgotten first), keyed by its exact bytes, as Envoy's JWT cache
+//!   does: seen again (the gateway reuses an app token for up to a second),
+//!   it skips the signature check but never the claims checks, which run
+//!   against the clock at every use. Every fetch, failed or not, forgets
+//!   them all, so a key the peer removed stops counting exactly when it
+//!   would without the memo. Signatures are checked outside the cache's
+//!   lock, so verifiers on other threads do not queue behind one another.
 //! * **Trace.** A cache given a recorder ([`RemoteKeys::traced`]) records
 //!   each fetch with its reason (`first_use`, `ttl_expired`, `unknown_kid`),
 //!   each rejected token with its reason, and each accepted token's key id.
 //!
 //! All time comes from the injected clock.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use jsonwebtoken::jwk::JwkSet;
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::client::{Fetch, HttpClient};
-use crate::jose::{Expect, TokenError, decode_header, verify};
+use crate::jose::{Expect, TokenError, check_claims, decode_header, verify, verify_signature};
 use crate::net::{SharedClock, UnixMillis};
 use crate::trace::{EventBody, Recorder};
 
@@ -34,6 +45,9 @@ pub const DEFAULT_JWKS_MAX_TTL: Duration = Duration::from_secs(300);
 
 /// Minimum time between two fetches triggered by unknown key ids.
 pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How many verified tokens a key cache remembers.
+pub const VERIFIED_TOKENS: usize = 1024;
 
 /// How long keys are cached and how often unknown key ids may refetch them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,9 +105,25 @@ pub enum KeysError {
 
 #[derive(Debug, Default)]
 struct CacheState {
-    keys: Option<JwkSet>,
+    keys: Option<Arc<JwkSet>>,
     fetched: Option<UnixMillis>,
     expires: Option<UnixMillis>,
+    /// Counts fetches: a signature checked under an older set is not remembered.
+    generation: u64,
+    /// Tokens whose signature verified under `keys`, with their claims.
+    verified: IndexMap<String, serde_json::Value>,
+}
+
+impl CacheState {
+    fn remember(&mut self, generation: u64, token: &str, claims: &serde_json::Value) {
+        if generation != self.generation {
+            return;
+        }
+        if self.verified.len() >= VERIFIED_TOKENS {
+            self.verified.shift_remove_index(0);
+        }
+        self.verified.insert(token.to_string(), claims.clone());
+    }
 }
 
 /// The keys published at one URL.
@@ -147,10 +177,17 @@ impl RemoteKeys {
     }
 
     /// Fetches the set into `state`; on failure the cache is emptied.
-    async fn fetch(&self, http: &HttpClient, state: &mut CacheState, reason: FetchReason) -> Result<JwkSet, KeysError> {
+    async fn fetch(
+        &self,
+        http: &HttpClient,
+        state: &mut CacheState,
+        reason: FetchReason,
+    ) -> Result<Arc<JwkSet>, KeysError> {
         let result = self.fetch_raw(http).await;
         let now = self.clock.now();
         state.fetched = Some(now);
+        state.generation += 1;
+        state.verified.clear();
         match result {
             Ok((keys, ttl)) => {
                 let kids = keys.keys.iter().map(|k| k.common.key_id.clone().unwrap_or_default()).collect();
@@ -161,6 +198,7 @@ impl RemoteKeys {
                     kids,
                     ttl_ms: crate::net::millis(ttl),
                 });
+                let keys = Arc::new(keys);
                 state.keys = Some(keys.clone());
                 state.expires = Some(now.plus(ttl));
                 Ok(keys)
@@ -196,7 +234,7 @@ impl RemoteKeys {
     }
 
     /// The current key set: fetched on first use or past its TTL.
-    async fn current(&self, http: &HttpClient, state: &mut CacheState) -> Result<JwkSet, KeysError> {
+    async fn current(&self, http: &HttpClient, state: &mut CacheState) -> Result<Arc<JwkSet>, KeysError> {
         let now = self.clock.now();
         match (&state.keys, state.expires) {
             (Some(keys), Some(expires)) if now < expires || self.policy.danger_no_ttl => Ok(keys.clone()),
@@ -240,8 +278,23 @@ impl RemoteKeys {
         decode_header(token)?;
         let mut state = self.state.lock().await;
         let keys = self.current(http, &mut state).await?;
-        match verify::<T>(token, &keys, expect) {
+        if let Some(claims) = state.verified.get(token) {
+            return Ok(check_claims(claims.clone(), expect)?);
+        }
+        let generation = state.generation;
+        drop(state);
+        match verify_signature(token, &keys) {
+            Ok(claims) => {
+                self.state.lock().await.remember(generation, token, &claims);
+                Ok(check_claims(claims, expect)?)
+            }
             Err(TokenError::UnknownKey(kid)) => {
+                let mut state = self.state.lock().await;
+                if state.generation != generation {
+                    // Another verifier fetched meanwhile: the new set answers.
+                    let keys = self.current(http, &mut state).await?;
+                    return Ok(verify(token, &keys, expect)?);
+                }
                 let now = self.clock.now();
                 let recently = state.fetched.is_some_and(|t| now.since(t) < self.policy.min_refetch);
                 if recently {
@@ -250,7 +303,7 @@ impl RemoteKeys {
                 let keys = self.fetch(http, &mut state, FetchReason::UnknownKid).await?;
                 Ok(verify(token, &keys, expect)?)
             }
-            other => Ok(other?),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -449,6 +502,43 @@ mod tests {
         assert_eq!(reasons.iter().filter(|r| *r == "unknown_kid").count(), 1, "{reasons:?}");
         assert_eq!(f.fetches(), 2);
         assert!(f.verify(&f.token(&a)).await.is_ok(), "the real key still works");
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_still_has_its_claims_checked_and_dies_with_its_key() {
+        let (a, b) = (key("a"), key("b"));
+        let f = Fixture::new(vec![a.clone(), b.clone()], Some("max-age=60")).await;
+        let now = f.clock.now().as_secs();
+        let short = a.sign(&Claims { iss: "i".into(), aud: "a".into(), exp: now + 10, iat: now }).unwrap();
+        let long = f.token(&a);
+        f.verify(&short).await.unwrap();
+        f.verify(&long).await.unwrap();
+        f.verify(&long).await.unwrap();
+        assert_eq!(f.keys.state.lock().await.verified.len(), 2, "each token's signature is checked once");
+        f.advance(Duration::from_secs(10));
+        let err = f.verify(&short).await.map(|_| ()).unwrap_err();
+        assert!(matches!(err, KeysError::Token(TokenError::Expired { .. })), "remembered, yet expired: {err}");
+        // The peer drops key a; past the TTL the refetch forgets every remembered token.
+        f.publish(vec![b.clone()]);
+        f.advance(Duration::from_secs(50));
+        assert!(f.verify(&long).await.is_err(), "a remembered token outlives its key");
+        assert!(f.keys.state.lock().await.verified.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_verified_token_memo_is_bounded_oldest_first() {
+        let a = key("a");
+        let f = Fixture::new(vec![a.clone()], None).await;
+        let now = f.clock.now().as_secs();
+        let tokens: Vec<String> = (0..=VERIFIED_TOKENS as u64)
+            .map(|i| a.sign(&Claims { iss: "i".into(), aud: "a".into(), exp: now + 100 + i, iat: now }).unwrap())
+            .collect();
+        for t in &tokens {
+            f.verify(t).await.unwrap();
+        }
+        let state = f.keys.state.lock().await;
+        assert_eq!(state.verified.len(), VERIFIED_TOKENS);
+        assert!(!state.verified.contains_key(&tokens[0]) && state.verified.contains_key(&tokens[VERIFIED_TOKENS]));
     }
 
     #[tokio::test]

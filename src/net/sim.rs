@@ -179,7 +179,15 @@ pub struct SimParams {
     pub tick: Duration,
     /// One-way latency of every link (fixed).
     pub latency: Duration,
+    /// turmoil's per-socket capacity: connection attempts queued on a
+    /// listener, segments queued on a connection. turmoil panics past it
+    /// (a real stack would drop SYNs), so a fleet booting at once needs one
+    /// slot per device.
+    pub tcp_capacity: usize,
 }
+
+/// turmoil's own default [`SimParams::tcp_capacity`].
+pub const DEFAULT_TCP_CAPACITY: usize = 64;
 
 /// Why a simulation step failed.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +224,7 @@ impl<'a> SimWorld<'a> {
             .simulation_duration(Duration::from_secs(366 * 24 * 3600))
             .min_message_latency(params.latency)
             .max_message_latency(params.latency)
+            .tcp_capacity(params.tcp_capacity.max(DEFAULT_TCP_CAPACITY))
             .build();
         SimWorld {
             sim,

@@ -50,6 +50,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("co-resident-app-leak", include_str!("../../scenarios/co-resident-app-leak.toml")),
     ("multi-user-switch", include_str!("../../scenarios/multi-user-switch.toml")),
     ("sleep-resume", include_str!("../../scenarios/sleep-resume.toml")),
+    ("transition-after-revocation", include_str!("../../scenarios/transition-after-revocation.toml")),
     ("admin-override", include_str!("../../scenarios/admin-override.toml")),
     ("jwks-rotation", include_str!("../../scenarios/jwks-rotation.toml")),
     ("forged-token-alg-none", include_str!("../../scenarios/forged-token-alg-none.toml")),

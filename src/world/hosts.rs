@@ -95,6 +95,143 @@ fn port_of(url: &str) -> u16 {
     Url::parse(url).ok().and_then(|u| u.port_or_known_default()).unwrap_or(443)
 }
 
+/// What every host's software is built from.
+pub(super) struct Site<'a> {
+    pub lab: &'a LabConfig,
+    pub resolved: &'a Resolved,
+    pub clock: SharedClock,
+    pub recorder: &'a Recorder,
+    pub rng: &'a SeededRng,
+}
+
+impl Site<'_> {
+    fn ip(&self, name: &str) -> IpAddr {
+        // Validation guarantees every referenced host exists.
+        self.resolved.hosts.get(name).copied().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+}
+
+/// Adds the identity provider; returns its console.
+pub(super) fn add_idp(world: &mut SimWorld<'_>, site: &Site<'_>) -> Control<IdpControl> {
+    let lab = site.lab;
+    let idp_control = Control::default();
+    let ip = site.ip(&lab.idp.host);
+    let addr = SocketAddr::new(ip, port_of(&lab.idp.issuer));
+    let (config, clock, rng, rec, net, control) = (
+        lab.idp.clone(),
+        site.clock.clone(),
+        site.rng.child("idp"),
+        site.recorder.for_host(&lab.idp.host),
+        world.network(),
+        idp_control.clone(),
+    );
+    world.host(ip, move || {
+        let idp = Idp::new(config.clone(), clock.clone(), rng.clone(), rec.clone());
+        let net = net.clone();
+        let mut commands = control.publish();
+        async move {
+            let idp = Arc::new(idp.map_err(err)?);
+            let console = async {
+                while let Some(IdpControl { command, reply }) = commands.recv().await {
+                    let _ = reply.send(idp.command(command));
+                }
+            };
+            tokio::select! {
+                biased;
+                served = idp.clone().run(net, addr) => served.map_err(err)?,
+                _ = console => {}
+            }
+            Ok(())
+        }
+    });
+    idp_control
+}
+
+/// Adds the access gateway; returns its administrator's console.
+pub(super) fn add_gateway(world: &mut SimWorld<'_>, site: &Site<'_>) -> Control<GatewayCommand> {
+    let lab = site.lab;
+    let gateway_control = Control::default();
+    let ip = site.ip(&lab.gateway.host);
+    let addr = SocketAddr::new(ip, port_of(&lab.gateway.auth_url));
+    let (config, mfa, clock, rng, rec, net, directory, control) = (
+        lab.gateway.clone(),
+        lab.mfa.clone(),
+        site.clock.clone(),
+        site.rng.child("gateway"),
+        site.recorder.for_host(&lab.gateway.host),
+        world.network(),
+        site.resolved.directory.clone(),
+        gateway_control.clone(),
+    );
+    world.host(ip, move || {
+        let http = HttpClient::new(net.clone(), directory.clone());
+        let gateway = Gateway::new(config.clone(), &mfa, clock.clone(), rng.clone(), rec.clone(), http);
+        let net = net.clone();
+        let mut commands = control.publish();
+        async move {
+            let gateway = Arc::new(gateway.map_err(err)?);
+            let console = async {
+                while let Some(command) = commands.recv().await {
+                    match command {
+                        GatewayCommand::Revoke { user, reply } => {
+                            let _ = reply.send(gateway.revoke_user(&user).len());
+                        }
+                        GatewayCommand::VerifyIdTokens { tokens, reply } => {
+                            let _ = reply.send(gateway.verify_id_tokens(&tokens).await);
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                served = gateway.clone().run(net, addr) => served.map_err(err)?,
+                _ = console => {}
+            }
+            Ok(())
+        }
+    });
+    gateway_control
+}
+
+/// Adds the independent MFA service; returns its administrator's console.
+pub(super) fn add_mfa(world: &mut SimWorld<'_>, site: &Site<'_>) -> Control<MfaCommand> {
+    let lab = site.lab;
+    let mfa_control = Control::default();
+    let ip = site.ip(&lab.mfa.host);
+    let addr = SocketAddr::new(ip, port_of(&lab.mfa.url));
+    let (config, gateway_url, clock, rng, rec, net, directory, control) = (
+        lab.mfa.clone(),
+        lab.gateway.auth_url.clone(),
+        site.clock.clone(),
+        site.rng.child("mfa"),
+        site.recorder.for_host(&lab.mfa.host),
+        world.network(),
+        site.resolved.directory.clone(),
+        mfa_control.clone(),
+    );
+    world.host(ip, move || {
+        let http = HttpClient::new(net.clone(), directory.clone());
+        let mfa = MfaService::new(config.clone(), &gateway_url, clock.clone(), rng.clone(), rec.clone(), http);
+        let net = net.clone();
+        let mut commands = control.publish();
+        async move {
+            let mfa = Arc::new(mfa.map_err(err)?);
+            let console = async {
+                while let Some(MfaCommand::IssueEnrollmentCode { user, reply }) = commands.recv().await {
+                    let _ = reply.send(mfa.issue_enrollment_code(&user));
+                }
+            };
+            tokio::select! {
+                biased;
+                served = mfa.clone().run(net, addr) => served.map_err(err)?,
+                _ = console => {}
+            }
+            Ok(())
+        }
+    });
+    mfa_control
+}
+
 /// Adds every host of `lab` to `world`.
 pub fn build(
     world: &mut SimWorld<'_>,
@@ -104,127 +241,13 @@ pub fn build(
     recorder: &Recorder,
     rng: &SeededRng,
 ) -> Controls {
-    let host_ip = |name: &str| -> IpAddr {
-        // Validation guarantees every referenced host exists.
-        resolved.hosts.get(name).copied().unwrap_or(IpAddr::from([0, 0, 0, 0]))
-    };
+    let site = Site { lab, resolved, clock: clock.clone(), recorder, rng };
+    let host_ip = |name: &str| site.ip(name);
     let net = world.network();
     let directory = resolved.directory.clone();
-
-    // Identity provider.
-    let idp_control = Control::default();
-    {
-        let ip = host_ip(&lab.idp.host);
-        let addr = SocketAddr::new(ip, port_of(&lab.idp.issuer));
-        let (config, clock, rng, rec, net, control) = (
-            lab.idp.clone(),
-            clock.clone(),
-            rng.child("idp"),
-            recorder.for_host(&lab.idp.host),
-            net.clone(),
-            idp_control.clone(),
-        );
-        world.host(ip, move || {
-            let idp = Idp::new(config.clone(), clock.clone(), rng.clone(), rec.clone());
-            let net = net.clone();
-            let mut commands = control.publish();
-            async move {
-                let idp = Arc::new(idp.map_err(err)?);
-                let console = async {
-                    while let Some(IdpControl { command, reply }) = commands.recv().await {
-                        let _ = reply.send(idp.command(command));
-                    }
-                };
-                tokio::select! {
-                    biased;
-                    served = idp.clone().run(net, addr) => served.map_err(err)?,
-                    _ = console => {}
-                }
-                Ok(())
-            }
-        });
-    }
-
-    // Gateway.
-    let gateway_control = Control::default();
-    {
-        let ip = host_ip(&lab.gateway.host);
-        let addr = SocketAddr::new(ip, port_of(&lab.gateway.auth_url));
-        let (config, mfa, clock, rng, rec, net, directory, control) = (
-            lab.gateway.clone(),
-            lab.mfa.clone(),
-            clock.clone(),
-            rng.child("gateway"),
-            recorder.for_host(&lab.gateway.host),
-            net.clone(),
-            directory.clone(),
-            gateway_control.clone(),
-        );
-        world.host(ip, move || {
-            let http = HttpClient::new(net.clone(), directory.clone());
-            let gateway = Gateway::new(config.clone(), &mfa, clock.clone(), rng.clone(), rec.clone(), http);
-            let net = net.clone();
-            let mut commands = control.publish();
-            async move {
-                let gateway = Arc::new(gateway.map_err(err)?);
-                let console = async {
-                    while let Some(command) = commands.recv().await {
-                        match command {
-                            GatewayCommand::Revoke { user, reply } => {
-                                let _ = reply.send(gateway.revoke_user(&user).len());
-                            }
-                            GatewayCommand::VerifyIdTokens { tokens, reply } => {
-                                let _ = reply.send(gateway.verify_id_tokens(&tokens).await);
-                            }
-                        }
-                    }
-                };
-                tokio::select! {
-                    biased;
-                    served = gateway.clone().run(net, addr) => served.map_err(err)?,
-                    _ = console => {}
-                }
-                Ok(())
-            }
-        });
-    }
-
-    // The independent MFA service.
-    let mfa_control = Control::default();
-    {
-        let ip = host_ip(&lab.mfa.host);
-        let addr = SocketAddr::new(ip, port_of(&lab.mfa.url));
-        let (config, gateway_url, clock, rng, rec, net, directory, control) = (
-            lab.mfa.clone(),
-            lab.gateway.auth_url.clone(),
-            clock.clone(),
-            rng.child("mfa"),
-            recorder.for_host(&lab.mfa.host),
-            net.clone(),
-            directory.clone(),
-            mfa_control.clone(),
-        );
-        world.host(ip, move || {
-            let http = HttpClient::new(net.clone(), directory.clone());
-            let mfa = MfaService::new(config.clone(), &gateway_url, clock.clone(), rng.clone(), rec.clone(), http);
-            let net = net.clone();
-            let mut commands = control.publish();
-            async move {
-                let mfa = Arc::new(mfa.map_err(err)?);
-                let console = async {
-                    while let Some(MfaCommand::IssueEnrollmentCode { user, reply }) = commands.recv().await {
-                        let _ = reply.send(mfa.issue_enrollment_code(&user));
-                    }
-                };
-                tokio::select! {
-                    biased;
-                    served = mfa.clone().run(net, addr) => served.map_err(err)?,
-                    _ = console => {}
-                }
-                Ok(())
-            }
-        });
-    }
+    let idp_control = add_idp(world, &site);
+    let gateway_control = add_gateway(world, &site);
+    let mfa_control = add_mfa(world, &site);
 
     // Origins.
     for (app, origin) in &lab.origins {

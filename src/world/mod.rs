@@ -7,6 +7,7 @@
 //! through the simulated network.
 
 pub mod factors;
+pub mod fleet;
 mod hosts;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use crate::authenticator::VirtualAuthenticator;
 use crate::device::{AppAction, AppResult, DeviceCommand, OsEvent};
 use crate::http::{FetchError, Landing, Navigation};
 use crate::net::SharedClock;
-use crate::net::sim::{SimFailure, SimParams, SimWorld};
+use crate::net::sim::{DEFAULT_TCP_CAPACITY, SimFailure, SimParams, SimWorld};
 use crate::oracle::{self, Violation};
 use crate::protocol::LAUNCHER_ADD_FACTOR_PATH;
 use crate::rng::SeededRng;
@@ -160,7 +161,13 @@ impl RunReport {
 pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
     let lab = &scenario.lab;
     let resolved = &scenario.resolved;
-    let params = SimParams { seed, epoch: resolved.epoch, tick: lab.sim.tick, latency: lab.sim.latency };
+    let params = SimParams {
+        seed,
+        epoch: resolved.epoch,
+        tick: lab.sim.tick,
+        latency: lab.sim.latency,
+        tcp_capacity: DEFAULT_TCP_CAPACITY,
+    };
     let mut world = SimWorld::new(&params);
     let clock: SharedClock = Arc::new(world.clock());
     let recorder = Recorder::new(resolved.epoch, clock.clone());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lockstep::config::LabConfig;
 use lockstep::device::{DeviceSetup, Windows, install_agent};
-use lockstep::net::sim::{SimParams, SimWorld};
+use lockstep::net::sim::{DEFAULT_TCP_CAPACITY, SimParams, SimWorld};
 use lockstep::net::{Network, SharedClock};
 use lockstep::trace::{EventBody, Recorder, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[test]
 fn a_locked_device_refuses_inbound_connections_and_allows_loopback() {
     let (lab, resolved) = LabConfig::parse(&LabConfig::default_source()).unwrap();
-    let params = SimParams { seed: 1, epoch: resolved.epoch, tick: lab.sim.tick, latency: lab.sim.latency };
+    let params = SimParams {
+        seed: 1,
+        epoch: resolved.epoch,
+        tick: lab.sim.tick,
+        latency: lab.sim.latency,
+        tcp_capacity: DEFAULT_TCP_CAPACITY,
+    };
     let mut world = SimWorld::new(&params);
     let clock: SharedClock = Arc::new(world.clock());
     let recorder = Recorder::new(resolved.epoch, clock.clone());

@@ -7,6 +7,7 @@ mod conformance;
 mod determinism;
 mod device_network;
 mod explore;
+mod fleet;
 mod login_drivers;
 mod nft_conformance;
 mod nftables;
