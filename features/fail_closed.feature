@@ -73,3 +73,34 @@ Feature: Faults fail closed
     Then every step meets its expectation
     And the oracle reports violations of exactly E1 and E3
     And the run passes as the scenario declares
+
+  Scenario: A transition grants no revocation grace
+    When the device boots
+    And alice signs in
+    And teams opens a long-lived connection "chat" to "www.example.com:7000"
+    And the administrator revokes alice's sessions
+    And the device's network changes
+    And the agent is asked for its state
+    Then the agent is locked
+    When teams sends a line on the connection "chat"
+    Then the connection is cut
+    When alice signs in
+    And the device's network changes
+    And the agent is asked for its state
+    Then the agent is connected
+    When the administrator revokes alice's sessions
+    And the device sleeps
+    And the device resumes
+    And the agent is asked for its state
+    Then the agent is locked
+    And the oracle finds no violation
+
+  Scenario: A known-bad agent that never re-locks lets a revoked session through a sleep (E3)
+    Given an agent that forgets to re-lock at expiry (a known-bad build)
+    When the device boots
+    And alice signs in
+    And the administrator revokes alice's sessions
+    And the device sleeps
+    And the device resumes
+    And the updater program fetches "https://updates.example.com/check"
+    Then the oracle reports a violation of E3

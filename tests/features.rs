@@ -438,6 +438,17 @@ fn bfe(lab: &mut Lab, what: String) {
     lab.composed().step(action, &[]);
 }
 
+#[when(regex = r"^the device's network changes$")]
+fn network_change(lab: &mut Lab) {
+    lab.composed().step("network_change", &[]);
+}
+
+#[when(regex = r"^the device (sleeps|resumes)$")]
+fn sleep_or_resume(lab: &mut Lab, what: String) {
+    let action = if what == "sleeps" { "sleep" } else { "resume" };
+    lab.composed().step(action, &[]);
+}
+
 #[when("the agent is upgraded")]
 fn upgrade(lab: &mut Lab) {
     lab.composed().step("upgrade_agent", &[]);
