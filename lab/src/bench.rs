@@ -79,6 +79,17 @@ struct FleetFigures {
     projected_24h_wall_s: f64,
 }
 
+/// Writes a benchmark's figures as JSON to `path` (creating its folder) and says where.
+pub(crate) fn write_figures(path: &std::path::Path, figures: &impl Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(figures)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("figures: {}", path.display());
+    Ok(())
+}
+
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     // Wall time is what a benchmark measures; simulated code never sees it.
     let start = Instant::now();
@@ -200,12 +211,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             f.projected_24h_wall_s
         );
     }
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&figures)?)
-        .with_context(|| format!("writing {}", args.json.display()))?;
-    println!("figures: {}", args.json.display());
+    write_figures(&args.json, &figures)?;
     Ok(ExitCode::SUCCESS)
 }
 

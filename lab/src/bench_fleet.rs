@@ -25,7 +25,7 @@ use crate::bench_gateway::rss_kib;
 #[derive(Args)]
 pub struct FleetArgs {
     /// Fleet sizes to run (devices; each adds the gateway, IdP and MFA hosts).
-    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    #[arg(long, value_delimiter = ',', default_value = "10,30")]
     devices: Vec<usize>,
     /// Simulated time each fleet runs.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
@@ -171,12 +171,7 @@ pub fn bench_fleet(args: &FleetArgs) -> anyhow::Result<ExitCode> {
         sizes,
         projected_day,
     };
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&figures)?)
-        .with_context(|| format!("writing {}", args.json.display()))?;
-    println!("figures: {}", args.json.display());
+    crate::bench::write_figures(&args.json, &figures)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -320,12 +320,7 @@ fn bench_gateway(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
         kib(figures.rss_at_start_kib),
         kib(figures.peak_rss_kib)
     );
-    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&figures)?)
-        .with_context(|| format!("writing {}", args.json.display()))?;
-    println!("figures: {}", args.json.display());
+    crate::bench::write_figures(&args.json, &figures)?;
     if figures.errors > 0 {
         eprintln!("lab bench gateway: {} requests failed or got a wrong answer:", figures.errors);
         for e in &figures.error_samples {
