@@ -74,6 +74,9 @@ pub struct AgentSettings {
     pub session_poll: Duration,
     /// Re-lock this long before the session expires.
     pub relock_margin: Duration,
+    /// Lock when the gateway has not confirmed the session for this long
+    /// (zero: never).
+    pub confirm_within: Duration,
     /// The lockdown.
     pub policy: LockdownPolicy,
     /// Deliberately broken: never re-engage the lockdown once connected.
@@ -179,6 +182,8 @@ pub struct Agent {
     recorder: Recorder,
     state: AgentState,
     session: Option<(String, DeviceSessionInfo)>,
+    /// When the check that last confirmed the session was sent.
+    confirmed_at: Option<UnixMillis>,
     next_poll: Option<UnixMillis>,
     suspended: bool,
     status: tokio::sync::watch::Sender<AgentState>,
@@ -208,6 +213,7 @@ impl Agent {
             recorder,
             state: AgentState::Locked,
             session: None,
+            confirmed_at: None,
             next_poll: None,
             suspended: false,
             status: tokio::sync::watch::channel(AgentState::Locked).0,
@@ -226,11 +232,16 @@ impl Agent {
             self.restore(token).await;
         }
         loop {
-            let (relock_in, poll_in, lever_in) = if self.suspended {
-                (None, None, None)
+            let (relock_in, poll_in, lever_in, unconfirmed_in) = if self.suspended {
+                (None, None, None, None)
             } else {
                 let now = self.clock.now();
-                (self.relock_delay(), self.next_poll.map(|at| at.since(now)), self.lever.map(|(_, at)| at.since(now)))
+                (
+                    self.relock_delay(),
+                    self.next_poll.map(|at| at.since(now)),
+                    self.lever.map(|(_, at)| at.since(now)),
+                    self.unconfirmed_delay(),
+                )
             };
             tokio::select! {
                 biased;
@@ -242,6 +253,7 @@ impl Agent {
                 _ = sleep_opt(relock_in) => {
                     self.session_ended("session expiring");
                 }
+                _ = sleep_opt(unconfirmed_in) => self.hold_unconfirmed(),
                 _ = sleep_opt(poll_in) => {
                     self.check_session().await;
                     self.next_poll = self.session.as_ref().map(|_| self.clock.now().plus(self.settings.session_poll));
@@ -296,8 +308,9 @@ impl Agent {
 
     /// A saved session survives a restart only if the gateway confirms it.
     async fn restore(&mut self, token: String) {
-        match self.query_session(&token).await {
-            Ok(info) => self.connect(token, info, "saved session confirmed by the gateway"),
+        let asked = self.clock.now();
+        match self.query_session(&token, self.query_wait()).await {
+            Ok(info) => self.connect(token, info, asked, "saved session confirmed by the gateway"),
             Err(SessionQueryError::Refused(e)) => {
                 self.platform.save_session(None);
                 self.set_state(AgentState::Locked, &format!("saved session refused: {e}"));
@@ -340,8 +353,9 @@ impl Agent {
         if self.state != AgentState::Locked {
             self.lock(&format!("{why}: lockdown held until the gateway re-confirms the session"));
         }
-        match self.query_session(&token).await {
-            Ok(info) => self.connect(token, info, &format!("{why}: session re-confirmed by the gateway")),
+        let asked = self.clock.now();
+        match self.query_session(&token, self.query_wait()).await {
+            Ok(info) => self.connect(token, info, asked, &format!("{why}: session re-confirmed by the gateway")),
             Err(SessionQueryError::Refused(e)) => self.session_ended(&format!("gateway says: {e}")),
             Err(SessionQueryError::Unreachable(e)) => {
                 self.next_poll = Some(self.clock.now().plus(self.settings.session_poll));
@@ -483,7 +497,9 @@ impl Agent {
         self.lock(reason);
     }
 
-    fn connect(&mut self, token: String, info: DeviceSessionInfo, reason: &str) {
+    /// Lifts the lockdown for a session the gateway confirmed in answer to a
+    /// check sent at `asked`.
+    fn connect(&mut self, token: String, info: DeviceSessionInfo, asked: UnixMillis, reason: &str) {
         if let Err(e) = self.firewall.lift_lockdown() {
             self.set_state(AgentState::Locked, &format!("could not lift the lockdown: {e}"));
             return;
@@ -491,6 +507,7 @@ impl Agent {
         self.close_lever_silently();
         self.platform.save_session(Some(&token));
         self.session = Some((token, info));
+        self.confirmed_at = Some(asked);
         self.next_poll = Some(self.clock.now().plus(self.settings.session_poll));
         self.set_state(AgentState::Connected, reason);
     }
@@ -526,10 +543,11 @@ impl Agent {
                 return Err(e);
             }
         };
-        let confirmed = self.query_session(&token).await;
+        let asked = self.clock.now();
+        let confirmed = self.query_session(&token, self.query_wait()).await;
         match confirmed {
             Ok(info) => {
-                self.connect(token, info, "device session confirmed by the gateway");
+                self.connect(token, info, asked, "device session confirmed by the gateway");
                 match self.state {
                     AgentState::Connected => Ok(AgentState::Connected),
                     _ => Err("could not lift the lockdown".into()),
@@ -545,13 +563,13 @@ impl Agent {
 
     /// Asks the gateway about a device session; it must be live and bound
     /// to this device.
-    async fn query_session(&self, token: &str) -> Result<DeviceSessionInfo, SessionQueryError> {
+    async fn query_session(&self, token: &str, wait: Duration) -> Result<DeviceSessionInfo, SessionQueryError> {
         let url = Url::parse(&format!("{}{DEVICE_SESSION_PATH}", self.settings.gateway_url.trim_end_matches('/')))
             .map_err(|e| SessionQueryError::Unreachable(e.to_string()))?;
         // Bounded: a connection black-holed mid-request (a partition) must
         // not stall the agent, which serves sign-ins and re-locks from the
         // same loop; the stuck connection is dropped with the request.
-        let wait = self.settings.session_poll.max(Duration::from_secs(1));
+        let wait = wait.max(Duration::from_millis(1));
         let send = self.http.send(Fetch::get(url).header("authorization", format!("Bearer {token}")));
         let response = tokio::time::timeout(wait, send)
             .await
@@ -581,23 +599,59 @@ impl Agent {
 
     async fn check_session(&mut self) {
         let Some((token, _)) = self.session.clone() else { return };
-        let confirmed = self.query_session(&token).await;
+        let asked = self.clock.now();
+        // An answer that comes after the confirmation deadline comes too late.
+        let wait = self.unconfirmed_delay().map_or(self.query_wait(), |d| d.min(self.query_wait()));
+        let confirmed = self.query_session(&token, wait).await;
         match confirmed {
-            // Held locked after a transition: the lockdown comes off now.
+            // Held locked after a transition or a silence: the lockdown comes off now.
             Ok(info) if self.state != AgentState::Connected => {
-                self.connect(token, info, "session re-confirmed by the gateway")
+                self.connect(token, info, asked, "session re-confirmed by the gateway")
             }
             Ok(info) => {
                 // The gateway is the authority on expiry; follow it.
                 if let Some((_, current)) = self.session.as_mut() {
                     current.expires_at = info.expires_at;
                 }
+                self.confirmed_at = Some(asked);
             }
             Err(SessionQueryError::Refused(e)) => self.session_ended(&format!("gateway says: {e}")),
-            // Unreachable gateway: keep the session until it expires
-            // (the relock timer still fires).
-            Err(SessionQueryError::Unreachable(_)) => {}
+            // Unreachable gateway: keep the session; past the confirmation
+            // deadline the lockdown goes back on (the relock timer still fires).
+            Err(SessionQueryError::Unreachable(_)) => {
+                if self.unconfirmed_delay().is_some_and(|d| d.is_zero()) {
+                    self.hold_unconfirmed();
+                }
+            }
         }
+    }
+
+    /// How long a session check may wait for the gateway's answer.
+    fn query_wait(&self) -> Duration {
+        self.settings.session_poll.max(Duration::from_secs(1))
+    }
+
+    /// How long until the lockdown must go back on for want of a confirmation
+    /// (while connected, unless that check is off).
+    fn unconfirmed_delay(&self) -> Option<Duration> {
+        if self.state != AgentState::Connected
+            || self.settings.confirm_within.is_zero()
+            || self.settings.danger_forget_relock
+        {
+            return None;
+        }
+        let at = self.confirmed_at?.plus(self.settings.confirm_within);
+        Some(at.since(self.clock.now()))
+    }
+
+    /// The gateway has not confirmed the session within `confirm_within` (a
+    /// partition, a blocked gateway, a gateway down): a revocation may be
+    /// going unheard, so the lockdown goes back on. The session is kept and
+    /// the agent keeps asking; the first confirmation lifts the lockdown.
+    fn hold_unconfirmed(&mut self) {
+        self.close_lever_silently();
+        let within = fmt(self.settings.confirm_within);
+        self.lock(&format!("the gateway has not confirmed the session for {within}: lockdown held until it does"));
     }
 
     /// The current state.

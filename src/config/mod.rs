@@ -542,6 +542,14 @@ pub struct AgentConfig {
     /// How long before the session's expiry it re-engages the lockdown.
     #[serde(with = "humantime_serde")]
     pub relock_margin: Duration,
+    /// The longest the lockdown stays lifted without the gateway confirming
+    /// the session (measured from when the confirming check was sent); past
+    /// it the agent locks, keeps the session and lifts again at the first
+    /// confirmation. Keep it within the lockdown's `revocation_grace`, or a
+    /// device cut off from its gateway outlives a revocation. "0s": never
+    /// (fail open until the session expires).
+    #[serde(with = "humantime_serde", default = "default_confirm_within")]
+    pub confirm_within: Duration,
     /// Lifetime of its firewall objects.
     pub filter_lifetime: FilterLifetime,
     /// Weight of its WFP sublayer.
@@ -566,6 +574,10 @@ pub struct AgentConfig {
     /// Deliberately broken: install the lockdown for IPv4 only.
     #[serde(default)]
     pub danger_ipv4_only: bool,
+}
+
+fn default_confirm_within() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_service_name() -> String {

@@ -97,6 +97,7 @@ impl DeviceSetup {
                 gateway_url: lab.agent.gateway_url.clone(),
                 session_poll: lab.agent.session_poll,
                 relock_margin: lab.agent.relock_margin,
+                confirm_within: lab.agent.confirm_within,
                 policy: lockdown_policy(lab, resolved),
                 danger_forget_relock: lab.agent.danger_forget_relock,
                 captive_portal: captive_portal_lever(lab, resolved),

@@ -55,6 +55,11 @@ pub const AUTHORIZED_PATH: &str = "/.lockstep/authorized";
 const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Lifetime of the hand-off from the gateway's domain to an app domain.
 const HANDOFF_TTL: Duration = Duration::from_secs(60);
+/// A global session that ends sooner than this no longer skips the identity
+/// provider: the app session derived from it would end before the browser
+/// got back to the app, and the browser would loop through the gateway
+/// (found by `lab explore`, seed 1649).
+const MIN_GLOBAL_SESSION_LEFT: Duration = Duration::from_secs(10);
 /// Largest request body forwarded to an origin.
 const MAX_BODY: usize = 1 << 20;
 /// How long the user has to complete an MFA request.
@@ -448,9 +453,10 @@ async fn login_start(gw: &Gateway, ctx: &RequestCtx) -> Response {
         }
     };
 
-    // A live global session skips the identity provider.
+    // A live global session skips the identity provider, unless it is about to end.
     if let (Target::App { app, url }, Some(cookie)) = (&target, cookie_value(&ctx.headers, GLOBAL_COOKIE))
         && let Ok(session) = gw.session_from_token(&cookie, GLOBAL_AUDIENCE)
+        && session.expires.since(gw.clock.now()) >= MIN_GLOBAL_SESSION_LEFT
     {
         gw.decide(ctx, Some(app), GatewayVerdict::Serve, Some(302), Some(&session), "global session");
         return app_login(gw, ctx, app, url, &session);
@@ -598,7 +604,9 @@ impl Gateway {
     /// (real mode on loopback is plain http).
     fn cookie(&self, name: &str, value: &str, max_age: Duration) -> String {
         let secure = if self.auth_url.scheme() == "https" { "; Secure" } else { "" };
-        format!("{name}={value}; Path=/; Max-Age={}{secure}; HttpOnly; SameSite=Lax", max_age.as_secs())
+        // Rounded up: a live session's cookie never gets `Max-Age=0` (which deletes it).
+        let seconds = max_age.as_millis().div_ceil(1000);
+        format!("{name}={value}; Path=/; Max-Age={seconds}{secure}; HttpOnly; SameSite=Lax")
     }
 }
 

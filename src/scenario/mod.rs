@@ -51,6 +51,11 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("multi-user-switch", include_str!("../../scenarios/multi-user-switch.toml")),
     ("sleep-resume", include_str!("../../scenarios/sleep-resume.toml")),
     ("transition-after-revocation", include_str!("../../scenarios/transition-after-revocation.toml")),
+    ("revocation-behind-partition", include_str!("../../scenarios/revocation-behind-partition.toml")),
+    (
+        "revocation-behind-partition-fail-open",
+        include_str!("../../scenarios/revocation-behind-partition-fail-open.toml"),
+    ),
     ("admin-override", include_str!("../../scenarios/admin-override.toml")),
     ("jwks-rotation", include_str!("../../scenarios/jwks-rotation.toml")),
     ("forged-token-alg-none", include_str!("../../scenarios/forged-token-alg-none.toml")),

@@ -106,3 +106,30 @@ fn a_revocation_just_before_sleep_does_not_leak_through_the_transition() {
     assert!(drawn.contains(&"sleep") && drawn.contains(&"revoke"), "{}", r.derived.options_line());
     assert_eq!(r.verdict, Verdict::Pass);
 }
+
+/// Found by the swarm: with the device cut off from the gateway, a revoked
+/// session stayed open until it expired (E1), because the agent kept a
+/// session the gateway could not confirm. The agent now locks once the
+/// gateway has not confirmed the session for `confirm_within`.
+#[test]
+fn a_revocation_behind_a_partition_is_not_outlived() {
+    let r = explore::run_seed(1335, Bounds::default(), &[]);
+    let drawn: Vec<&str> = r.derived.safety.iter().map(|s| s.action).collect();
+    assert!(drawn.contains(&"partition") && drawn.contains(&"revoke"), "{}", r.derived.options_line());
+    assert_eq!(r.verdict, Verdict::Pass);
+    let open = [Override::parse("agent.confirm_within=0s").unwrap()];
+    let Verdict::Violation { invariants, .. } = explore::run_seed(1335, Bounds::default(), &open).verdict else {
+        panic!("seed 1335 with the confirmation check off must break E1");
+    };
+    assert_eq!(invariants, ["E1"]);
+}
+
+/// Found by the swarm (a liveness failure): a browser whose global session
+/// had under a second left got an app cookie with `Max-Age=0`, which deleted
+/// it, and looped through the gateway until "too many redirects". A global
+/// session about to end no longer skips the IdP, and cookie lifetimes round up.
+#[test]
+fn a_global_session_about_to_end_does_not_loop_the_browser() {
+    let r = explore::run_seed(1649, Bounds::default(), &[]);
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.derived.options_line());
+}
