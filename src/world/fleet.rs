@@ -183,25 +183,27 @@ pub fn run_fleet(lab: &LabConfig, resolved: &Resolved, options: &FleetOptions) -
             async move {
                 let os = Windows::power_on(setup, net, clock, rec, disk);
                 os.run_boot().await;
-                if ask(&os, |reply| DeviceCommand::AgentStatus { reply }).await.is_some() {
+                let mut state = ask(&os, |reply| DeviceCommand::AgentStatus { reply }).await;
+                if state.is_some() {
                     counters.booted.fetch_add(1, Ordering::Relaxed);
                 }
                 let mut was_connected = false;
                 loop {
-                    let state = ask(&os, |reply| DeviceCommand::AgentStatus { reply }).await;
                     if state != Some(AgentState::Connected) {
                         if was_connected {
                             counters.relocks_seen.fetch_add(1, Ordering::Relaxed);
                         }
                         let credentials = user.clone();
-                        match ask(&os, |reply| DeviceCommand::SignIn { credentials, reply }).await {
+                        // The answer is the agent's state once the attempt is over.
+                        state = ask(&os, |reply| DeviceCommand::SignIn { credentials, reply }).await;
+                        match state {
                             Some(AgentState::Connected) => counters.sign_ins.fetch_add(1, Ordering::Relaxed),
                             _ => counters.failed_sign_ins.fetch_add(1, Ordering::Relaxed),
                         };
                     }
-                    was_connected =
-                        ask(&os, |reply| DeviceCommand::AgentStatus { reply }).await == Some(AgentState::Connected);
+                    was_connected = state == Some(AgentState::Connected);
                     tokio::time::sleep(notice).await;
+                    state = ask(&os, |reply| DeviceCommand::AgentStatus { reply }).await;
                 }
             }
         });

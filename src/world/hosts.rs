@@ -242,7 +242,6 @@ pub fn build(
     rng: &SeededRng,
 ) -> Controls {
     let site = Site { lab, resolved, clock: clock.clone(), recorder, rng };
-    let host_ip = |name: &str| site.ip(name);
     let net = world.network();
     let directory = resolved.directory.clone();
     let idp_control = add_idp(world, &site);
@@ -251,7 +250,7 @@ pub fn build(
 
     // Origins.
     for (app, origin) in &lab.origins {
-        let ip = host_ip(&origin.host);
+        let ip = site.ip(&origin.host);
         let addr = SocketAddr::new(ip, origin.port);
         let (app, gateway_url, clock, rec, net, directory) = (
             app.clone(),
@@ -279,7 +278,7 @@ pub fn build(
     for (host, http_port, stream_port) in
         [(lab.web.host.as_str(), lab.web.http_port, lab.web.stream_port)].into_iter().chain(mirrors)
     {
-        let ip = host_ip(host);
+        let ip = site.ip(host);
         let (http, stream, net) = (SocketAddr::new(ip, http_port), SocketAddr::new(ip, stream_port), net.clone());
         world.host(ip, move || {
             let net = net.clone();
@@ -293,7 +292,7 @@ pub fn build(
     // The attacker.
     let attacker_control = Control::default();
     {
-        let ip = host_ip(&lab.attacker.host);
+        let ip = site.ip(&lab.attacker.host);
         let (clock, net, directory, control) =
             (clock.clone(), net.clone(), directory.clone(), attacker_control.clone());
         world.host(ip, move || {
@@ -311,7 +310,7 @@ pub fn build(
     // The device.
     let device_control = Control::default();
     {
-        let ip = host_ip(&lab.device.host);
+        let ip = site.ip(&lab.device.host);
         let setup = DeviceSetup::new(lab, resolved);
         // The agent was installed before the run: its persistent and boot-time
         // filters are on the disk at the first power-on.

@@ -51,14 +51,23 @@ fn a_broken_gateway_is_found_minimized_and_the_file_reproduces_it() {
     assert!(broken.contains(&"E1") && broken.contains(&"E4"), "{broken:?}");
 }
 
+/// A regression seed: it still draws `actions` (so it still exercises the
+/// fault it found), and the reference components pass it.
+fn passes_having_drawn(seed: u64, actions: &[&str]) {
+    let r = explore::run_seed(seed, Bounds::default(), &[]);
+    let drawn: Vec<&str> = r.derived.safety.iter().map(|s| s.action).collect();
+    for action in actions {
+        assert!(drawn.contains(action), "seed {seed} no longer draws {action}: {}", r.derived.options_line());
+    }
+    assert_eq!(r.verdict, Verdict::Pass, "seed {seed}: {}", r.derived.options_line());
+}
+
 /// A fault the swarm found once: an IdP restart left the gateway with a
 /// kept-alive connection the new IdP had reset, and the next sign-in failed
 /// (401) on it. The HTTP client now retries such a connection once.
 #[test]
 fn a_restarted_idp_does_not_lock_the_user_out() {
-    let r = explore::run_seed(25, Bounds::default(), &[]);
-    assert!(r.derived.safety.iter().any(|s| s.action == "restart_host"), "{}", r.derived.options_line());
-    assert_eq!(r.verdict, Verdict::Pass);
+    passes_having_drawn(25, &["restart_host"]);
 }
 
 /// Found by the swarm: a partition between device and gateway while the
@@ -67,9 +76,7 @@ fn a_restarted_idp_does_not_lock_the_user_out() {
 /// checks are now bounded by the poll interval.
 #[test]
 fn a_partition_during_a_session_check_does_not_stall_the_agent() {
-    let r = explore::run_seed(81, Bounds::default(), &[]);
-    assert!(r.derived.safety.iter().any(|s| s.action == "partition"), "{}", r.derived.options_line());
-    assert_eq!(r.verdict, Verdict::Pass);
+    passes_having_drawn(81, &["partition"]);
 }
 
 /// The liveness phase undoes only the faults the run drew: an awake device
@@ -89,9 +96,7 @@ fn the_liveness_phase_heals_only_what_happened() {
 /// Every HTTP request is now bounded (30 s), as in a real browser.
 #[test]
 fn a_request_lost_in_a_partition_does_not_hold_the_browser() {
-    let r = explore::run_seed(100, Bounds::default(), &[]);
-    assert!(r.derived.safety.iter().any(|s| s.action == "partition"), "{}", r.derived.options_line());
-    assert_eq!(r.verdict, Verdict::Pass);
+    passes_having_drawn(100, &["partition"]);
 }
 
 /// Found by the swarm: a session revoked just before the device slept (or
@@ -101,10 +106,7 @@ fn a_request_lost_in_a_partition_does_not_hold_the_browser() {
 /// transition while connected, and lifts only once the gateway confirms.
 #[test]
 fn a_revocation_just_before_sleep_does_not_leak_through_the_transition() {
-    let r = explore::run_seed(679, Bounds::default(), &[]);
-    let drawn: Vec<&str> = r.derived.safety.iter().map(|s| s.action).collect();
-    assert!(drawn.contains(&"sleep") && drawn.contains(&"revoke"), "{}", r.derived.options_line());
-    assert_eq!(r.verdict, Verdict::Pass);
+    passes_having_drawn(679, &["sleep", "revoke"]);
 }
 
 /// Found by the swarm: with the device cut off from the gateway, a revoked
@@ -113,10 +115,7 @@ fn a_revocation_just_before_sleep_does_not_leak_through_the_transition() {
 /// gateway has not confirmed the session for `confirm_within`.
 #[test]
 fn a_revocation_behind_a_partition_is_not_outlived() {
-    let r = explore::run_seed(1335, Bounds::default(), &[]);
-    let drawn: Vec<&str> = r.derived.safety.iter().map(|s| s.action).collect();
-    assert!(drawn.contains(&"partition") && drawn.contains(&"revoke"), "{}", r.derived.options_line());
-    assert_eq!(r.verdict, Verdict::Pass);
+    passes_having_drawn(1335, &["partition", "revoke"]);
     let open = [Override::parse("agent.confirm_within=0s").unwrap()];
     let Verdict::Violation { invariants, .. } = explore::run_seed(1335, Bounds::default(), &open).verdict else {
         panic!("seed 1335 with the confirmation check off must break E1");
@@ -130,6 +129,5 @@ fn a_revocation_behind_a_partition_is_not_outlived() {
 /// session about to end no longer skips the IdP, and cookie lifetimes round up.
 #[test]
 fn a_global_session_about_to_end_does_not_loop_the_browser() {
-    let r = explore::run_seed(1649, Bounds::default(), &[]);
-    assert_eq!(r.verdict, Verdict::Pass, "{}", r.derived.options_line());
+    passes_having_drawn(1649, &[]);
 }
