@@ -52,9 +52,20 @@ impl Source {
         }
     }
 
-    /// Converts a TOML parse or type error, keeping its position.
+    /// Converts a TOML parse or type error, keeping its position. toml
+    /// reports a dotted key or table header of too many keys (its recursion
+    /// limit, 80) without one: that error is placed at the file's deepest
+    /// dotted key.
     pub fn toml_error(&self, err: &toml::de::Error) -> InputError {
-        self.error(err.span(), err.message().trim_end().to_string())
+        let message = err.message().trim_end();
+        match err.span() {
+            Some(span) => self.error(Some(span), message.to_string()),
+            None if message == "recursion limit" => self.error(
+                deepest_dotted_key(&self.text),
+                "too deeply nested: a dotted key or table header of more keys than toml's limit (80)",
+            ),
+            None => self.error(None, message.to_string()),
+        }
     }
 
     /// Finds the span of the value at `path` (table keys, or array indices
@@ -83,6 +94,107 @@ impl Source {
         }
         span
     }
+}
+
+/// The largest scenario or lab file the lab reads: 1 MiB. The largest
+/// shipped scenario is under 10 KiB; the limit is checked before a file
+/// is read whole, so a huge or endless file (`/dev/zero`) costs nothing.
+pub const MAX_INPUT_BYTES: u64 = 1024 * 1024;
+
+/// Why an input file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be opened or read.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// It was read, but is too large or not UTF-8 (located).
+    #[error("{0}")]
+    Invalid(InputError),
+}
+
+impl ReadError {
+    /// As an [`InputError`] naming `file`.
+    pub fn into_input_error(self, file: &str) -> InputError {
+        match self {
+            ReadError::Io(e) => {
+                InputError { file: file.to_string(), position: None, message: format!("cannot read: {e}") }
+            }
+            ReadError::Invalid(e) => e,
+        }
+    }
+}
+
+/// Reads the input file at `path` (named `name` in errors): at most
+/// [`MAX_INPUT_BYTES`], checked before reading it whole, and UTF-8 (an
+/// invalid byte is reported at its line and column).
+pub fn read_source(path: &std::path::Path, name: &str) -> Result<Source, ReadError> {
+    use std::io::Read;
+    let too_large = |size: String| {
+        ReadError::Invalid(InputError {
+            file: name.to_string(),
+            position: None,
+            message: format!("{size}: scenario and lab files are limited to {} bytes (1 MiB)", MAX_INPUT_BYTES),
+        })
+    };
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(ReadError::Io(std::io::Error::other("it is a folder")));
+    }
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err(too_large(format!("the file is {} bytes", meta.len())));
+    }
+    // The size on disk can lie (a pipe, a device, a file that grows).
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(too_large(format!("the file is over {MAX_INPUT_BYTES} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or("");
+        ReadError::Invalid(InputError {
+            file: name.to_string(),
+            position: Some(line_col(prefix, valid)),
+            message: format!(
+                "not UTF-8 text: invalid byte 0x{:02x} (scenario and lab files are UTF-8)",
+                bytes.get(valid).copied().unwrap_or(0)
+            ),
+        })
+    })?;
+    Ok(Source::new(name, text))
+}
+
+/// The span of the dotted key with the most keys in `text` (by toml's own
+/// lexer, so strings and comments are skipped), if there is one.
+fn deepest_dotted_key(text: &str) -> Option<Range<usize>> {
+    use toml_parser::lexer::TokenKind;
+    let mut deepest: Option<(usize, Range<usize>)> = None;
+    // The key being read: where it starts, where its last part ends, its dots.
+    let mut key: Option<(usize, usize, usize)> = None;
+    for token in toml_parser::Source::new(text).lex() {
+        let span = token.span();
+        match (token.kind(), &mut key) {
+            (TokenKind::Atom | TokenKind::BasicString | TokenKind::LiteralString, Some((_, end, _))) => {
+                *end = span.end()
+            }
+            (TokenKind::Atom | TokenKind::BasicString | TokenKind::LiteralString, None) => {
+                key = Some((span.start(), span.end(), 0))
+            }
+            (TokenKind::Dot, Some((_, _, dots))) => *dots += 1,
+            (TokenKind::Whitespace, _) => {}
+            _ => {
+                if let Some((start, end, dots)) = key.take()
+                    && dots > 0
+                    && deepest.as_ref().is_none_or(|(most, _)| dots > *most)
+                {
+                    deepest = Some((dots, start..end));
+                }
+            }
+        }
+    }
+    deepest.map(|(_, span)| span)
 }
 
 /// 1-based line and column (in characters) of byte offset `at`.
@@ -142,6 +254,46 @@ mod tests {
         let span = src.locate(&["gateway".into(), "apps".into(), "0".into(), "name".into()]).unwrap();
         assert_eq!(line_col(&src.text, span.start), (5, 1));
         assert!(src.locate(&["nope".into()]).is_none());
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: 50 MiB on paper, nothing on disk.
+        file.set_len(50 * 1024 * 1024).unwrap();
+        let err = read_source(&path, "big.toml").unwrap_err().into_input_error("big.toml");
+        assert_eq!(
+            err.to_string(),
+            "big.toml: the file is 52428800 bytes: scenario and lab files are limited to 1048576 bytes (1 MiB)"
+        );
+        // Exactly at the limit is fine.
+        file.set_len(MAX_INPUT_BYTES).unwrap();
+        assert!(read_source(&path, "big.toml").is_ok());
+    }
+
+    #[test]
+    fn an_endless_stream_is_cut_at_the_limit() {
+        let err = read_source(std::path::Path::new("/dev/zero"), "zero").unwrap_err().into_input_error("zero");
+        assert!(err.message.contains("over 1048576 bytes"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latin1.toml");
+        std::fs::write(&path, b"name = \"ok\"\ndescription = \"caf\xe9\"\n").unwrap();
+        let err = read_source(&path, "latin1.toml").unwrap_err().into_input_error("latin1.toml");
+        assert_eq!(err.position, Some((2, 19)), "{err}");
+        assert!(err.to_string().starts_with("latin1.toml:2:19: not UTF-8 text: invalid byte 0xe9"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_says_so() {
+        let err = read_source(std::path::Path::new("/nonexistent/x.toml"), "x.toml").unwrap_err();
+        assert!(matches!(err, ReadError::Io(_)));
+        assert!(err.into_input_error("x.toml").to_string().starts_with("x.toml: cannot read: "));
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod realmode;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod text;
 pub mod totp;
 pub mod trace;
 pub mod web;

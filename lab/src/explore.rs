@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lockstep::explore::{self, Bounds, Override, SeedResult, Verdict, shard_seeds, shrink};
+use lockstep::text::{shell_line, visible};
 use serde::Serialize;
 
 #[derive(Args)]
@@ -22,8 +23,8 @@ pub struct ExploreArgs {
     /// The first seed.
     #[arg(long, default_value_t = 1)]
     from: u64,
-    /// Runs in parallel (default: the machine's cores).
-    #[arg(long)]
+    /// Runs in parallel (default: the machine's cores; at least 1).
+    #[arg(long, value_parser = parse_jobs)]
     jobs: Option<usize>,
     /// Run only this machine's share of the seeds, I/N (I from 1): seed S
     /// belongs to shard (S - FROM) % N + 1.
@@ -53,6 +54,14 @@ pub struct ExploreArgs {
     report_dir: PathBuf,
 }
 
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 jobs would run nothing: give 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 2/8")?;
     let i: u64 = i.trim().parse().map_err(|_| format!("`{i}` is not a number"))?;
@@ -72,6 +81,71 @@ struct Failure<'a> {
     replay: String,
     shrunk_file: Option<String>,
     shrunk_actions: Option<usize>,
+    /// Why minimizing failed (the other failures and explore.json are
+    /// still written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shrink_error: Option<String>,
+}
+
+/// What one seed drew and what came of it, in `explore.json`.
+#[derive(Serialize)]
+struct SeedRecord<'a> {
+    seed: u64,
+    /// The drawn options, as printed.
+    options: String,
+    drawn: Drawn,
+    /// `outcome` (pass, violation, liveness, lab_error) and its details.
+    #[serde(flatten)]
+    verdict: &'a Verdict,
+    sim_ms: u64,
+    events: usize,
+    /// The trace's SHA-256: the same seed and build give the same digest.
+    digest: &'a str,
+}
+
+/// The lab knobs and timeline a seed drew.
+#[derive(Serialize)]
+struct Drawn {
+    session_duration: String,
+    latency: String,
+    session_poll: String,
+    idp_profile: &'static str,
+    jwks_max_age: String,
+    /// The safety phase's actions, `do` then its fields (TOML values).
+    actions: Vec<String>,
+}
+
+impl<'a> SeedRecord<'a> {
+    fn of(r: &'a SeedResult) -> SeedRecord<'a> {
+        let d = &r.derived;
+        let time = |t| humantime::format_duration(t).to_string();
+        SeedRecord {
+            seed: d.seed,
+            options: d.options_line(),
+            drawn: Drawn {
+                session_duration: time(d.session_duration),
+                latency: time(d.latency),
+                session_poll: time(d.session_poll),
+                idp_profile: d.idp_profile,
+                jwks_max_age: time(d.jwks_max_age),
+                actions: d
+                    .safety
+                    .iter()
+                    .map(|s| {
+                        let mut a = s.action.to_string();
+                        for (k, v) in &s.fields {
+                            a.push_str(&format!(" {k}={v}"));
+                        }
+                        a
+                    })
+                    .collect(),
+            },
+            verdict: &r.verdict,
+            sim_ms: r.sim_ms,
+            events: r.events,
+            digest: &r.digest,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -87,6 +161,8 @@ struct Summary<'a> {
     counts: Vec<(&'static str, usize)>,
     overrides: &'a [Override],
     failures: Vec<Failure<'a>>,
+    /// Every seed run, in seed order.
+    seeds: Vec<SeedRecord<'a>>,
 }
 
 pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
@@ -95,7 +171,7 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         match Override::parse(given) {
             Ok(o) => overrides.push(o),
             Err(e) => {
-                eprintln!("lab explore: {e}");
+                eprintln!("lab explore: {}", visible(&e.to_string()));
                 return Ok(ExitCode::from(2));
             }
         }
@@ -104,7 +180,12 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     // A bad override fails every run the same way: check one before the swarm.
     let probe = explore::derive(args.from, bounds, &overrides);
     if let Err(e) = explore::parse(&probe.scenario_toml(), "lab explore --set") {
-        eprintln!("lab explore: {e}");
+        eprintln!("lab explore: {}", visible(&e.to_string()));
+        return Ok(ExitCode::from(2));
+    }
+    // Nothing runs unless its summary can be written.
+    if let Err(e) = lockstep::report::check_writable(&args.report_dir) {
+        eprintln!("lab explore: the report folder is not writable: {}", visible(&e.to_string()));
         return Ok(ExitCode::from(2));
     }
     let (index, shards) = args.shard.unwrap_or((1, 1));
@@ -123,11 +204,11 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!(
                 ", with {}",
-                overrides.iter().map(|o| format!("{}={}", o.path, o.value)).collect::<Vec<_>>().join(" ")
+                visible(&overrides.iter().map(|o| format!("{}={}", o.path, o.value)).collect::<Vec<_>>().join(" "))
             )
         }
     );
-    println!("first seed: {}", probe.options_line());
+    println!("first seed: {}", visible(&probe.options_line()));
 
     let bar = ProgressBar::with_draw_target(Some(seeds.len() as u64), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -151,13 +232,17 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&seed) = seeds.get(i) else { break };
                     let result = explore::run_seed(seed, bounds, &overrides);
+                    // Printed whether or not output is a terminal (where
+                    // the bar steps aside for them); only the bar is not.
                     if args.verbose {
-                        bar.println(format!("{} -> {}", result.derived.options_line(), result.verdict.kind()));
+                        let line = format!("{} -> {}", result.derived.options_line(), result.verdict.kind());
+                        bar.suspend(|| println!("{}", visible(&line)));
                     }
                     if result.verdict != Verdict::Pass {
                         let n = failures_seen.fetch_add(1, Ordering::Relaxed) + 1;
                         bar.set_message(format!("{n} failing"));
-                        bar.println(format!("FAIL seed {seed}: {}", describe(&result.verdict)));
+                        let line = format!("FAIL seed {seed}: {}", describe(&result.verdict));
+                        bar.suspend(|| println!("{}", visible(&line)));
                     }
                     if let Ok(mut r) = results.lock() {
                         r[i] = Some(result);
@@ -179,7 +264,6 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let sim_s = results.iter().map(|r| r.sim_ms as f64 / 1000.0).sum::<f64>();
     let rate = results.len() as f64 / wall.as_secs_f64().max(1e-9);
 
-    std::fs::create_dir_all(&args.report_dir).with_context(|| format!("creating {}", args.report_dir.display()))?;
     let mut failures = Vec::new();
     let failing: Vec<&SeedResult> = results.iter().filter(|r| r.verdict != Verdict::Pass).collect();
     for (n, r) in failing.iter().enumerate() {
@@ -191,22 +275,30 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
             replay,
             shrunk_file: None,
             shrunk_actions: None,
+            shrink_error: None,
         };
         if n < args.max_shrinks {
-            let (file, actions) = shrink_and_write(r, &args, &failure.replay)?;
-            failure.shrunk_file = Some(file.display().to_string());
-            failure.shrunk_actions = Some(actions);
+            match shrink_and_write(r, &args, &failure.replay) {
+                Ok((file, actions)) => {
+                    failure.shrunk_file = Some(file.display().to_string());
+                    failure.shrunk_actions = Some(actions);
+                }
+                Err(e) => failure.shrink_error = Some(format!("{e:#}")),
+            }
         }
         failures.push(failure);
     }
 
     println!();
     for f in &failures {
-        println!("FAIL seed {} ({})", f.seed, f.options);
-        println!("  {}", describe(f.verdict));
-        println!("  replay: {}", f.replay);
+        println!("FAIL seed {} ({})", f.seed, visible(&f.options));
+        println!("  {}", visible(&describe(f.verdict)));
+        println!("  replay: {}", visible(&f.replay));
+        if let Some(e) = &f.shrink_error {
+            println!("  not minimized: {}", visible(e));
+        }
         if let (Some(file), Some(actions)) = (&f.shrunk_file, f.shrunk_actions) {
-            println!("  minimized to {actions} drawn actions: lab run {file}");
+            println!("  minimized to {actions} drawn actions: {}", visible(&shell_line(["lab", "run", file])));
         }
     }
     let summary = Summary {
@@ -221,6 +313,7 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         counts: counts.clone(),
         overrides: &overrides,
         failures,
+        seeds: results.iter().map(SeedRecord::of).collect(),
     };
     let path = args.report_dir.join("explore.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
@@ -245,17 +338,18 @@ fn describe(v: &Verdict) -> String {
     }
 }
 
-/// The one-line command that runs exactly this seed again.
+/// The one-line command that runs exactly this seed again, quoted for a
+/// POSIX shell (exact: [`visible`] before a person sees it).
 fn replay_line(seed: u64, args: &ExploreArgs, overrides: &[Override]) -> String {
-    let mut line = format!("lab explore --from {seed} --seeds 1");
+    let mut words =
+        vec!["lab".to_string(), "explore".into(), "--from".into(), seed.to_string(), "--seeds".into(), "1".into()];
     if args.max_actions != Bounds::default().max_actions {
-        line.push_str(&format!(" --max-actions {}", args.max_actions));
+        words.extend(["--max-actions".to_string(), args.max_actions.to_string()]);
     }
     for o in overrides {
-        let value = if o.value.contains(['"', ' ']) { format!("'{}'", o.value) } else { o.value.clone() };
-        line.push_str(&format!(" --set {}={value}", o.path));
+        words.extend(["--set".to_string(), format!("{}={}", o.path, o.value)]);
     }
-    line
+    shell_line(words.iter().map(String::as_str))
 }
 
 /// Minimizes a failing seed, writes it as a scenario file, and checks the
@@ -274,7 +368,9 @@ fn shrink_and_write(r: &SeedResult, args: &ExploreArgs, replay: &str) -> anyhow:
         describe(&r.verdict),
         describe(&shrunk.verdict),
     );
-    let text = r.derived.scenario_toml_with(&shrunk.safety, &header);
+    // TOML comments cannot hold control characters: show them escaped.
+    let header: Vec<String> = header.lines().map(|l| visible(l).into_owned()).collect();
+    let text = r.derived.scenario_toml_with(&shrunk.safety, &header.join("\n"));
     std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
     check_reproduces(&file, r, r.derived.liveness_starts_after(&shrunk.safety))?;
     Ok((file, shrunk.safety.len()))

@@ -4,12 +4,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use lockstep::input::InputError;
 use lockstep::report::{self, replay_command};
 use lockstep::scenario::{EMBEDDED, EMBEDDED_PREFIX, Scenario};
+use lockstep::text::visible;
 use lockstep::trace::format_offset;
 use lockstep::world::{self, RunReport};
 
@@ -103,7 +103,7 @@ fn load_all(paths: &[String]) -> Option<Vec<Scenario>> {
         Some(scenarios)
     } else {
         for e in errors {
-            eprintln!("{e}");
+            eprintln!("{}", visible(&e.to_string()));
         }
         None
     }
@@ -113,25 +113,41 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let paths = match scenario_paths(&args.paths) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", visible(&e.to_string()));
             return Ok(ExitCode::from(2));
         }
     };
     let Some(scenarios) = load_all(&paths) else {
         return Ok(ExitCode::from(2));
     };
+    // Nothing runs unless its reports can be written.
+    for dir in [args.report_dir.clone(), args.report_dir.join("traces")] {
+        if let Err(e) = report::check_writable(&dir) {
+            eprintln!("lab run: the report folder is not writable: {}", visible(&e.to_string()));
+            return Ok(ExitCode::from(2));
+        }
+    }
     let mut runs = Vec::new();
     for s in &scenarios {
         let seed = args.seed.unwrap_or(s.seed);
         runs.push(world::run(s, seed));
     }
     print_summary(&runs);
-    report::write_all(&args.report_dir, &runs).context("writing reports")?;
-    println!("reports: {}", args.report_dir.display());
-    println!("report: {}", args.report_dir.join(report::HTML_REPORT).display());
-    println!("summary: {}", args.report_dir.join(report::MARKDOWN_SUMMARY).display());
+    let written = report::write_all(&args.report_dir, &runs);
+    let dir = visible(&args.report_dir.display().to_string()).into_owned();
+    println!("reports: {dir}");
+    println!("report: {}", visible(&args.report_dir.join(report::HTML_REPORT).display().to_string()));
+    println!("summary: {}", visible(&args.report_dir.join(report::MARKDOWN_SUMMARY).display().to_string()));
     let passed = runs.iter().filter(|r| r.passed()).count();
     println!("{passed} passed, {} failed", runs.len() - passed);
+    if let Err(errors) = written {
+        // Every other file was written; say which were not.
+        for e in &errors {
+            eprintln!("lab run: {}", visible(&e.to_string()));
+        }
+        eprintln!("lab run: {} report file(s) could not be written", errors.len());
+        return Ok(ExitCode::from(2));
+    }
     Ok(if passed == runs.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -151,7 +167,7 @@ fn print_summary(runs: &[RunReport]) {
         let status = report::status(r);
         let color = if status == "pass" { Color::Green } else { Color::Red };
         table.add_row(vec![
-            Cell::new(&r.scenario),
+            Cell::new(visible(&r.scenario)),
             Cell::new(r.seed),
             Cell::new(format!("{steps_ok}/{}", r.steps.len())),
             Cell::new(r.violations.len()),
@@ -163,18 +179,18 @@ fn print_summary(runs: &[RunReport]) {
     println!("{table}");
     for r in runs.iter().filter(|r| !r.findings.is_empty()) {
         println!();
-        println!("FINDINGS {} ({})", r.scenario, r.file);
+        println!("FINDINGS {} ({})", visible(&r.scenario), visible(&r.file));
         for f in &r.findings {
-            println!("  {f}");
+            println!("  {}", visible(f));
         }
     }
     for r in runs.iter().filter(|r| !r.passed()) {
         println!();
-        println!("FAIL {} ({})", r.scenario, r.file);
+        println!("FAIL {} ({})", visible(&r.scenario), visible(&r.file));
         for f in r.failures() {
-            println!("  {f}");
+            println!("  {}", visible(&f));
         }
-        println!("  replay: {}", replay_command(&r.file, r.seed));
+        println!("  replay: {}", visible(&replay_command(&r.file, r.seed)));
     }
 }
 
@@ -182,7 +198,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let scenario = match Scenario::load(&args.file) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", visible(&e.to_string()));
             return Ok(ExitCode::from(2));
         }
     };
@@ -193,9 +209,14 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let _ = out.write_all(run.trace.to_jsonl().as_bytes());
     let _ = out.flush();
     let failures = run.failures();
-    eprintln!("{}: seed {seed}, {} events, digest {}", run.scenario, run.trace.events.len(), run.trace.digest());
+    eprintln!(
+        "{}: seed {seed}, {} events, digest {}",
+        visible(&run.scenario),
+        run.trace.events.len(),
+        run.trace.digest()
+    );
     for f in &failures {
-        eprintln!("  {f}");
+        eprintln!("  {}", visible(f));
     }
     Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

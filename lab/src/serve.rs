@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use lockstep::config::LabConfig;
-use lockstep::input::Source;
+use lockstep::input::read_source;
 use lockstep::net::Clock;
 use lockstep::net::real::SystemClock;
 use lockstep::realmode::{RealLab, RealOptions};
@@ -42,8 +42,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let source = match &args.lab {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            Source::new(path.display().to_string(), text)
+            let name = path.display().to_string();
+            match read_source(path, &name) {
+                Ok(source) => source,
+                Err(e) => {
+                    eprintln!("{}", lockstep::text::visible(&e.into_input_error(&name).to_string()));
+                    return Ok(ExitCode::from(2));
+                }
+            }
         }
         None => LabConfig::default_source(),
     };

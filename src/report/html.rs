@@ -8,18 +8,26 @@
 //!
 //! The page fetches nothing (inline CSS, no script, no image, no font) and
 //! says so to the browser with a Content-Security-Policy. Every string
-//! from scenarios and traces is escaped. The output depends only on the
+//! from scenarios and traces is escaped, control and bidi characters shown
+//! as `\u{..}`. The output depends only on the
 //! runs: the same runs give the same bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use crate::http::form::escape;
+use crate::http::form;
 use crate::oracle::Violation;
+use crate::text::visible;
 use crate::trace::{Direction, Event, EventBody, GatewayVerdict, Verdict, format_offset};
 use crate::world::RunReport;
 
 use super::{replay_command, status};
+
+/// Text for the page: control and bidi characters shown escaped
+/// ([`visible`]), then HTML-escaped. Every string of the page goes through it.
+fn escape(s: &str) -> String {
+    form::escape(&visible(s))
+}
 
 /// What the page may load: nothing but its own inline style.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'";
@@ -1073,6 +1081,28 @@ pub(crate) mod tests {
         assert!(p.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;&lt;img"));
         // The hostile host is a lane, escaped in its header.
         assert!(p.contains("<th class=\"lane\">&lt;script&gt;"));
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_shown_escaped() {
+        let nasty = "a\u{1b}[31mb\u{7}\r\u{202e}c\0";
+        let mut run = sample(nasty);
+        run.description = nasty.into();
+        // No NUL in a file name.
+        let file = format!("x/{}'$(touch PWNED)'.toml", nasty.replace('\0', ""));
+        run.file = file.clone();
+        run.findings = vec![nasty.into()];
+        run.violations[0].message = nasty.into();
+        run.trace.events[3].host = nasty.into();
+        let p = page(&[run]);
+        for raw in ['\u{1b}', '\u{7}', '\r', '\u{202e}', '\0'] {
+            assert!(!p.contains(raw), "{raw:?} in the page");
+        }
+        assert!(p.contains("a\\u{1b}[31mb\\u{7}\\u{d}\\u{202e}c\\u{0}"));
+        // The replay line is quoted for the shell, then escaped for HTML.
+        let replay = replay_command(&file, 7);
+        assert_eq!(shlex::split(&replay).unwrap()[2], file);
+        assert!(p.contains(&format!("<pre class=\"replay\">{}</pre>", escape(&replay))), "{p}");
     }
 
     #[test]

@@ -11,13 +11,16 @@ use crate::trace::format_offset;
 use crate::world::RunReport;
 
 use super::{replay_command, status};
+use crate::text::visible;
 
-/// Text made inert for Markdown (and the HTML GitHub allows in it), on one line.
+/// Text made inert for Markdown (and the HTML GitHub allows in it), on one
+/// line: control and bidi characters shown escaped ([`visible`]), then
+/// Markdown's punctuation backslash-escaped.
 pub fn text(s: &str) -> String {
+    let s = visible(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '\n' | '\r' | '\t' => out.push(' '),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
@@ -31,7 +34,8 @@ pub fn text(s: &str) -> String {
     out
 }
 
-/// A fenced code block that its content cannot close.
+/// A fenced code block that its content cannot close, on one line
+/// (control and bidi characters shown escaped).
 fn fenced(lang: &str, content: &str) -> String {
     let mut longest = 0;
     let mut run = 0;
@@ -40,7 +44,7 @@ fn fenced(lang: &str, content: &str) -> String {
         longest = longest.max(run);
     }
     let fence = "`".repeat((longest + 1).max(3));
-    format!("{fence}{lang}\n{}\n{fence}\n", content.replace(['\n', '\r'], " "))
+    format!("{fence}{lang}\n{}\n{fence}\n", visible(content))
 }
 
 /// The Markdown summary of `runs`.
@@ -128,7 +132,23 @@ mod tests {
         assert_eq!(row.matches(" | ").count(), 6, "seven cells: {row}");
         assert!(!md.contains("<script"));
         // The replay line stays inside its fence.
-        assert!(md.contains("````sh\nlab replay 'evil ``` rm -rf /.toml' --seed 7\n````\n"), "{md}");
+        assert!(md.contains("````sh\nlab replay 'evil ```\\u{a}rm -rf /.toml' --seed 7\n````\n"), "{md}");
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_shown_escaped() {
+        let mut run = sample("a\u{1b}]0;owned\u{7}b\rc\u{202e}d");
+        run.file = "x/\u{2066}'$(touch PWNED)'.toml".into();
+        run.findings = vec!["f\u{1b}[31m".into()];
+        let md = summary(&[run]);
+        for raw in ['\u{1b}', '\u{7}', '\r', '\u{202e}', '\u{2066}'] {
+            assert!(!md.contains(raw), "{raw:?} in {md}");
+        }
+        assert!(md.contains(r"| a\\u{1b}\]0;owned\\u{7}b\\u{d}c\\u{202e}d |"), "{md}");
+        // The replay line in its fence: quoted for the shell, then shown escaped.
+        let replay = replay_command("x/\u{2066}'$(touch PWNED)'.toml", 7);
+        assert_eq!(shlex::split(&replay).unwrap()[2], "x/\u{2066}'$(touch PWNED)'.toml");
+        assert!(md.contains(&format!("```sh\n{}\n```", visible(&replay))), "{md}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub use self::outcome::{Expectation, Outcome};
 use crate::authenticator::AuthenticatorProfile;
 use crate::config::{LabConfig, Resolved};
 use crate::http::Credentials;
-use crate::input::{InputError, Source};
+use crate::input::{InputError, Source, read_source};
 use crate::policy::FactorKind;
 
 /// The scenarios shipped in the binary (the same files as `scenarios/`).
@@ -358,7 +358,8 @@ impl Action {
 
 impl Scenario {
     /// Reads and validates the scenario at `path` (a file, or
-    /// `embedded:NAME`).
+    /// `embedded:NAME`). Files are limited to
+    /// [`MAX_INPUT_BYTES`](crate::input::MAX_INPUT_BYTES) and must be UTF-8.
     pub fn load(path: &str) -> Result<Scenario, InputError> {
         let source = match path.strip_prefix(EMBEDDED_PREFIX) {
             Some(name) => {
@@ -372,14 +373,7 @@ impl Scenario {
                 })?;
                 Source::new(path, text)
             }
-            None => {
-                let text = std::fs::read_to_string(path).map_err(|e| InputError {
-                    file: path.to_string(),
-                    position: None,
-                    message: format!("cannot read: {e}"),
-                })?;
-                Source::new(path, text)
-            }
+            None => read_source(Path::new(path), path).map_err(|e| e.into_input_error(path))?,
         };
         let dir = Path::new(path).parent().map(Path::to_path_buf);
         parse::parse(&source, dir.as_deref())

@@ -15,7 +15,7 @@ use crate::device::OsEvent;
 use crate::http::Credentials;
 use crate::idp::IdpCommand;
 use crate::idp::forge::Forgery;
-use crate::input::{InputError, Source, line_col};
+use crate::input::{InputError, ReadError, Source, line_col, read_source};
 use crate::policy::FactorKind;
 
 /// Invariants a scenario may declare it expects to see violated.
@@ -24,7 +24,7 @@ pub const KNOWN_INVARIANTS: &[&str] = &["E1", "E2", "E3", "E4", "E5", "E7"];
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScenario {
-    name: String,
+    name: Spanned<String>,
     #[serde(default)]
     description: String,
     lab: Option<Spanned<String>>,
@@ -353,6 +353,12 @@ fn required<'s, T>(
 
 pub(super) fn parse(source: &Source, dir: Option<&Path>) -> Result<Scenario, InputError> {
     let raw: RawScenario = toml::from_str(&source.text).map_err(|e| source.toml_error(&e))?;
+    if raw.name.get_ref().trim().is_empty() {
+        return Err(source.error(
+            Some(raw.name.span()),
+            "the scenario's `name` is empty: name it (reports and trace files are named after it)",
+        ));
+    }
 
     let base = match &raw.lab {
         None => LabConfig::default_source(),
@@ -362,9 +368,13 @@ pub(super) fn parse(source: &Source, dir: Option<&Path>) -> Result<Scenario, Inp
                 Some(d) => d.join(l.get_ref()),
                 None => Path::new(l.get_ref()).to_path_buf(),
             };
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| source.error(Some(l.span()), format!("cannot read lab `{}`: {e}", path.display())))?;
-            Source::new(path.display().to_string(), text)
+            match read_source(&path, &path.display().to_string()) {
+                Ok(lab) => lab,
+                Err(ReadError::Io(e)) => {
+                    return Err(source.error(Some(l.span()), format!("cannot read lab `{}`: {e}", path.display())));
+                }
+                Err(ReadError::Invalid(e)) => return Err(e),
+            }
         }
     };
     let (lab, resolved) = match &raw.config {
@@ -450,7 +460,7 @@ pub(super) fn parse(source: &Source, dir: Option<&Path>) -> Result<Scenario, Inp
     }
 
     Ok(Scenario {
-        name: raw.name,
+        name: raw.name.into_inner(),
         description: raw.description.trim().to_string(),
         file: source.name.clone(),
         seed: raw.seed,
@@ -699,6 +709,33 @@ mod tests {
             let err = parse_str(&format!("{HEAD}{body}")).unwrap_err();
             assert_eq!(err.position, Some((line, col)), "{body:?}: {err}");
             assert!(err.message.contains(fragment), "{body:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_name_is_refused_where_it_is_written() {
+        for name in ["\"\"", "\"   \""] {
+            let err = parse_str(&format!("seed = 1\nname = {name}\n[[step]]\ndo = \"boot\"\n")).unwrap_err();
+            assert_eq!(err.position, Some((2, 8)), "{err}");
+            assert!(err.message.contains("`name` is empty"), "{err}");
+        }
+    }
+
+    #[test]
+    fn deeply_nested_input_is_refused_with_its_position() {
+        // A dotted header and a dotted key thousands of keys deep (toml
+        // itself gives these no position), and arrays nested as deep.
+        let deep = vec!["a"; 20_000].join(".");
+        let cases = [
+            (format!("{HEAD}# a.b.c.d\n[{deep}]\nx = 1\n"), (4, 2)),
+            (format!("{HEAD}[config]\n\"q.q\" = 1.5\n{deep} = 1\n"), (5, 1)),
+            (format!("{HEAD}x = {}{}\n", "[".repeat(20_000), "]".repeat(20_000)), (3, 5)),
+        ];
+        for (text, position) in cases {
+            let err = parse_str(&text).unwrap_err();
+            assert_eq!(err.position.map(|(l, _)| l), Some(position.0), "{err}");
+            assert!(err.position.is_some_and(|(_, c)| c >= position.1), "{err}");
+            assert!(err.to_string().starts_with(&format!("t.toml:{}:", position.0)), "{err}");
         }
     }
 
