@@ -9,6 +9,7 @@ mod bench_fleet;
 mod bench_gateway;
 mod certify;
 mod container;
+mod doctor;
 mod explore;
 mod run;
 mod serve;
@@ -45,6 +46,9 @@ enum Command {
     /// Certify a live OpenID Connect provider over real sockets (a verdict
     /// per check and per profile; JSON, JUnit, Markdown and HTML reports).
     Certify(Box<certify::CertifyArgs>),
+    /// Which real peers the test suite runs against are installed, their
+    /// versions, and the command that installs the missing ones (exit 0).
+    Doctor(doctor::DoctorArgs),
 }
 
 /// mimalloc rather than glibc's malloc, whose arena locks were the hottest
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_gateway::dispatch(args),
         Command::Serve(args) => serve::serve(args),
         Command::Certify(args) => certify::certify_cmd(*args),
+        Command::Doctor(args) => doctor::doctor(args),
     };
     match result {
         Ok(code) => code,

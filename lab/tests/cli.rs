@@ -360,3 +360,71 @@ fn oversized_and_non_utf8_inputs_are_refused_with_their_place() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("lab.toml:1:9: not UTF-8 text"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn doctor_lists_the_peers_and_the_command_that_installs_the_missing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lab(dir.path(), &["doctor"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // Every package .ci/run installs is listed.
+    let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+    for package in ci.lines().filter_map(|l| l.split("need+=(").nth(1)).map(|p| p.trim_end_matches(')')) {
+        assert!(stdout.contains(package), "{package} is not listed: {stdout}");
+    }
+
+    // A PATH with only a fake oathtool: it is found with its version, and
+    // the others are missing, with one command that installs them.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("oathtool");
+    std::fs::write(&fake, "#!/bin/sh\necho 'oathtool (OATH Toolkit) 2.6.9'\n").unwrap();
+    let mut perms = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).unwrap();
+    let out =
+        Command::cargo_bin("lab").unwrap().current_dir(dir.path()).env("PATH", &bin).arg("doctor").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "exit 0 with peers missing: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("oathtool (OATH Toolkit) 2.6.9"), "{stdout}");
+    let install = stdout.lines().find(|l| l.contains("apt-get install")).expect("an install command");
+    assert!(install.contains("chromium") && install.contains("nodejs") && install.contains("glewlwyd"), "{install}");
+    assert!(!install.contains("oathtool"), "oathtool is there: {install}");
+}
+
+#[test]
+fn certify_container_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lab(dir.path(), &["certify", "idp", "--container", "keycloak"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    // Built without the feature (the default), it names the feature; built
+    // with it on a machine without an engine, it says there is no engine.
+    assert!(stderr.contains("without the `containers` feature") || stderr.contains("no Docker engine at"), "{stderr}");
+    let out = lab(dir.path(), &["certify", "idp", "--container", "okta"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown provider; known: keycloak"), "{}", text(&out.stderr));
+    let out = lab(dir.path(), &["certify", "idp", "--container", "keycloak", "--issuer", "http://x"]);
+    assert_eq!(out.status.code(), Some(2), "--container and --issuer conflict");
+}
+
+#[test]
+fn bench_gateway_serves_every_request_through_the_gateway_and_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("gw.json");
+    let out = lab(
+        dir.path(),
+        &["bench", "gateway", "--duration", "300ms", "--connections", "2", "--json", json.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(figures["errors"], 0, "{figures}");
+    for side in ["gateway", "baseline"] {
+        assert!(figures[side]["requests_per_sec"].as_f64().unwrap() > 0.0, "{figures}");
+        assert_eq!(figures[side]["errors"], 0, "{figures}");
+    }
+    assert!(figures["events_recorded"].as_u64().unwrap() > 0, "{figures}");
+    // The scenario benchmark's flags still parse, and do not mix with `gateway`.
+    let out = lab(dir.path(), &["bench", "--runs", "1", "gateway"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -9,7 +9,7 @@ use lockstep::certify::{Certification, CertifyOptions, Profile, ProfileVerdict, 
 use lockstep::net::real::SystemClock;
 use lockstep::rng::SeededRng;
 
-use crate::peers::{GlewlwydPeer, OidcProviderPeer, Peer, http_client};
+use crate::peers::{self, GlewlwydPeer, OidcProviderPeer, Peer, http_client};
 
 async fn certify_peer(peer: &Peer, driver_name: &str) -> Certification {
     let settings = DriverSettings {
@@ -121,6 +121,7 @@ fn lab_binary() -> std::path::PathBuf {
 /// cannot run through a command that keeps no observable session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_certify_exit_code_follows_the_selected_profiles_with_a_login_command() {
+    let Some(()) = peers::curl() else { return };
     let Some(peer) = OidcProviderPeer::start().await else { return };
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/oidc-provider/login.sh");
     let run = |profiles: &str| {

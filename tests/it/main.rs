@@ -12,6 +12,7 @@ mod login_drivers;
 mod nft_conformance;
 mod nftables;
 mod oracle_can_fail;
+mod peer;
 mod peers;
 mod real_mode;
 mod report_html;

@@ -6,9 +6,11 @@
 //! auth identity by uid (`setpriv`) or by cgroup v2.
 //!
 //! Needs root, `nft` and `ip`. Without them each test prints
-//! `skipped: nftables tests need root and nft (...)` and passes, unless
-//! `LOCKSTEP_REQUIRE_NFT=1` (set by `.ci/run`), which turns a missing
-//! prerequisite into a failure.
+//! `SKIPPED: nftables missing (install: ...)` (or `SKIPPED: nftables cannot
+//! run here: not running as root`) and passes, unless
+//! `LOCKSTEP_REQUIRE_PEERS` (or its older alias `LOCKSTEP_REQUIRE_NFT`) is
+//! set, as `.ci/run` does, which turns a missing prerequisite into a
+//! failure: the rule of [`crate::peer`].
 //!
 //! [`Lab`] and its helpers are `pub` so another test module (the
 //! backend-neutral conformance suite) can reuse the fixture.
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant};
 use lockstep::agent::firewall::{Endpoint, Exception, Firewall, LockdownPolicy};
 use lockstep::nft::{CgroupPath, CutReport, LinuxIdentity, NftConfig, NftError, NftFirewall, TableName};
 use lockstep::wfp::AppId;
+
+use crate::peer;
 
 /// uid of the auth process in these tests.
 pub const AUTH_UID: u32 = 4242;
@@ -63,29 +67,34 @@ pub fn sh(argv: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Why the real tests cannot run here, if they cannot.
+/// What installs the tools these tests run (`setpriv` and `timeout` come
+/// with every Debian system).
+pub const NFT_INSTALL: &str = "apt-get install nftables iproute2";
+
+/// Why the real tests cannot run here, if they cannot (and, when they can,
+/// counts the calling test as one that runs against real nftables).
 pub fn missing_prerequisite() -> Option<String> {
+    for (tool, arg) in [("nft", "--version"), ("ip", "-V"), ("setpriv", "--version"), ("timeout", "--version")] {
+        match self::tool(tool).arg(arg).output() {
+            Ok(o) if o.status.success() => {}
+            _ => return Some(format!("`{tool}` {MISSING}")),
+        }
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("not running as root".into());
     }
-    for (tool, arg) in [("nft", "--version"), ("ip", "-V"), ("setpriv", "--version"), ("timeout", "--version")] {
-        match self::tool(tool).arg(arg).output() {
-            Ok(o) if o.status.success() => {}
-            _ => return Some(format!("`{tool}` is missing")),
-        }
-    }
+    peer::found("nftables");
     None
 }
 
-/// Prints the skip line and returns `None`, or panics when
-/// `LOCKSTEP_REQUIRE_NFT=1`.
+/// How [`missing_prerequisite`] ends the reason of a tool not installed.
+const MISSING: &str = "is not installed";
+
+/// Prints the SKIPPED line and returns `None`, or fails the test when
+/// missing peers must fail ([`peer::required`]).
 pub fn skip(reason: &str) -> Option<Lab> {
-    if std::env::var("LOCKSTEP_REQUIRE_NFT").is_ok_and(|v| v == "1") {
-        panic!("nftables tests need root and nft ({reason}), and LOCKSTEP_REQUIRE_NFT=1 forbids skipping");
-    }
-    eprintln!("skipped: nftables tests need root and nft ({reason})");
-    None
+    if reason.ends_with(MISSING) { peer::missing("nftables", NFT_INSTALL) } else { peer::unusable("nftables", reason) }
 }
 
 /// A lab for one test, or `None` (after the skip line) when this machine

@@ -7,8 +7,9 @@
 //! Each fixture picks a free loopback port, runs the provider as a child
 //! (killed on drop, output in a log file under `target/peers/`), and waits
 //! until discovery answers. Without node or glewlwyd a test prints
-//! `skipped: ...` and passes, unless `LOCKSTEP_REQUIRE_PEERS=1` (set by
-//! `.ci/run`), which turns a missing prerequisite into a failure.
+//! `SKIPPED: ... missing (install: ...)` and passes, unless
+//! `LOCKSTEP_REQUIRE_PEERS` is set (by `.ci/run`), which turns a missing
+//! peer into a failure: the rule of [`crate::peer`].
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
@@ -23,6 +24,8 @@ use lockstep::http::{Fetch, HttpClient, HttpResponse};
 use lockstep::net::Directory;
 use lockstep::net::real::TokioNet;
 use url::Url;
+
+use crate::peer;
 
 /// How long a provider may take to answer discovery after its start.
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -49,19 +52,11 @@ fn cache_root() -> PathBuf {
     target.join("peers")
 }
 
-/// Prints the skip line and returns `None`, or panics when
-/// `LOCKSTEP_REQUIRE_PEERS=1`.
-pub fn skip<T>(peer: &str, reason: &str) -> Option<T> {
-    if std::env::var("LOCKSTEP_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-        panic!("the {peer} peer cannot run here ({reason}), and LOCKSTEP_REQUIRE_PEERS=1 forbids skipping");
-    }
-    eprintln!("skipped: the {peer} peer cannot run here ({reason})");
-    None
-}
-
-fn tool_works(program: &str, arg: &str) -> bool {
-    Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
+/// What installs panva's oidc-provider's runtime (the tests then `npm ci`
+/// the provider itself into `target/peers/`).
+pub const OIDC_PROVIDER_INSTALL: &str = "apt-get install nodejs npm";
+/// What installs Glewlwyd and the tools its fixture uses.
+pub const GLEWLWYD_INSTALL: &str = "apt-get install --no-install-recommends glewlwyd sqlite3 openssl";
 
 /// A free port on loopback (the kernel's pick; released before the peer binds it).
 fn free_port() -> Result<u16, String> {
@@ -230,9 +225,10 @@ pub struct OidcProviderPeer;
 impl OidcProviderPeer {
     /// A running provider, or `None` after the skip line.
     pub async fn start() -> Option<Peer> {
-        if !tool_works("node", "--version") || !tool_works("npm", "--version") {
-            return skip("oidc-provider", "node and npm are not installed");
+        if !peer::works("node", "--version") || !peer::works("npm", "--version") {
+            return peer::missing("oidc-provider", OIDC_PROVIDER_INSTALL);
         }
+        peer::found("oidc-provider");
         match Self::try_start().await {
             Ok(peer) => Some(peer),
             Err(e) => panic!("{e}"),
@@ -271,6 +267,17 @@ impl OidcProviderPeer {
     }
 }
 
+/// curl, which our login-command script (tests/peers/oidc-provider/login.sh)
+/// drives the provider with: `Some(())` when it is installed, else `None`
+/// after the SKIPPED line.
+pub fn curl() -> Option<()> {
+    if !peer::works("curl", "--version") {
+        return peer::missing("curl", "apt-get install curl");
+    }
+    peer::found("curl");
+    Some(())
+}
+
 /// Debian's schema for Glewlwyd's sqlite database (its admin is
 /// `admin`/`password`).
 const GLEWLWYD_SCHEMA: &str = "/usr/share/dbconfig-common/data/glewlwyd/install/sqlite3";
@@ -286,18 +293,14 @@ impl GlewlwydPeer {
     /// A running, provisioned Glewlwyd, or `None` after the skip line.
     pub async fn start() -> Option<Peer> {
         let glewlwyd = Command::new("glewlwyd").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status();
-        if glewlwyd.is_err() {
-            return skip("Glewlwyd", "glewlwyd is not installed");
+        if glewlwyd.is_err()
+            || !peer::works("sqlite3", "--version")
+            || !peer::works("openssl", "version")
+            || !Path::new(GLEWLWYD_SCHEMA).is_file()
+        {
+            return peer::missing("Glewlwyd", GLEWLWYD_INSTALL);
         }
-        if !tool_works("sqlite3", "--version") {
-            return skip("Glewlwyd", "sqlite3 is not installed");
-        }
-        if !tool_works("openssl", "version") {
-            return skip("Glewlwyd", "openssl is not installed");
-        }
-        if !Path::new(GLEWLWYD_SCHEMA).is_file() {
-            return skip("Glewlwyd", &format!("{GLEWLWYD_SCHEMA} is missing"));
-        }
+        peer::found("Glewlwyd");
         match Self::try_start().await {
             Ok(peer) => Some(peer),
             Err(e) => panic!("{e}"),

@@ -2,8 +2,8 @@
 //! one whose violations are expected, and a broken component whose name
 //! is hostile markup) written by `report::write_all`, loaded from
 //! `file://` in headless Chromium, and the rendered DOM checked. Without
-//! Chromium the test prints `skipped: ...` and passes, unless
-//! `LOCKSTEP_REQUIRE_PEERS=1` (set by `.ci/run`).
+//! Chromium the test prints `SKIPPED: chromium missing (...)` and passes,
+//! unless `LOCKSTEP_REQUIRE_PEERS` is set (by `.ci/run`): [`crate::peer`].
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use lockstep::report;
 use lockstep::scenario::Scenario;
 use lockstep::world::{self, RunReport};
 
-use crate::peers::skip;
+use crate::peer;
 
 /// How long Chromium may take to load and dump the page.
 const RENDER_WITHIN: Duration = Duration::from_secs(120);
@@ -115,11 +115,10 @@ fn dump_dom(chromium: &Path, page: &Path, scratch: &Path) -> String {
 
 #[test]
 fn chromium_renders_the_timeline_report() {
-    let Some(chromium) =
-        chromium().or_else(|| skip("chromium", "chromium is not installed (apt-get install chromium)"))
-    else {
+    let Some(chromium) = chromium().or_else(|| peer::missing("chromium", "apt-get install chromium")) else {
         return;
     };
+    peer::found("chromium");
     let runs = runs();
     let [pass, expected, broken] = &runs[..] else { unreachable!("three runs") };
     assert!(pass.passed() && pass.violations.is_empty(), "{:?}", pass.failures());
