@@ -134,3 +134,35 @@ extern "C" fn print_summary() {
     }
     say(&line);
 }
+
+/// The rule itself, on a peer made missing: this binary runs the oathtool
+/// test again with a `PATH` where nothing is found.
+#[test]
+fn a_missing_peer_is_skipped_visibly_or_fails_when_required() {
+    let run = |require: Option<&str>| {
+        let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
+        cmd.args(["--exact", "totp_oathtool::our_codes_match_oathtool", "--test-threads", "1"])
+            .env("PATH", "/nonexistent")
+            .env_remove("LOCKSTEP_REQUIRE_PEERS")
+            .env_remove("LOCKSTEP_REQUIRE_NFT");
+        if let Some(var) = require {
+            cmd.env(var, "1");
+        }
+        let out = cmd.output().expect("the test binary runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = run(None);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "SKIPPED: oathtool missing (install: apt-get install oathtool) [totp_oathtool::our_codes_match_oathtool]"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with("peer tests: 0 ran against their real peer, 1 SKIPPED (missing or unusable, by peer: oathtool: 1); `lab doctor` says how to install them; with LOCKSTEP_REQUIRE_PEERS=1 they fail instead"), "{stderr}");
+    for var in REQUIRE_VARS {
+        let (code, stderr) = run(Some(var));
+        assert_eq!(code, Some(101), "{var}: {stderr}");
+        assert!(stderr.contains("1 FAILED for a missing peer"), "{var}: {stderr}");
+    }
+}
