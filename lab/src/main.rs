@@ -8,6 +8,7 @@ mod bench;
 mod bench_fleet;
 mod bench_gateway;
 mod certify;
+mod conformance;
 mod container;
 mod explore;
 mod run;
@@ -45,6 +46,9 @@ enum Command {
     /// Certify a live OpenID Connect provider over real sockets (a verdict
     /// per check and per profile; JSON, JUnit, Markdown and HTML reports).
     Certify(Box<certify::CertifyArgs>),
+    /// Run firewall conformance cases (default: tests/conformance/cases) on
+    /// the WFP model or on real nftables.
+    Conformance(conformance::ConformanceArgs),
 }
 
 /// mimalloc rather than glibc's malloc, whose arena locks were the hottest
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_gateway::dispatch(args),
         Command::Serve(args) => serve::serve(args),
         Command::Certify(args) => certify::certify_cmd(*args),
+        Command::Conformance(args) => conformance::conformance(args),
     };
     match result {
         Ok(code) => code,
