@@ -566,6 +566,18 @@ impl Gateway {
         }
     }
 
+    /// When the MFA verification `mfa` stops satisfying `app`: for an app whose
+    /// policy requires MFA (not at every login), the verification's time plus the
+    /// app's MFA session; `None` when no such limit applies.
+    fn mfa_session_end(&self, app: &AppConfig, session: &Session, mfa: Option<&str>) -> Option<UnixMillis> {
+        if self.config.danger_skip_mfa {
+            return None;
+        }
+        let requirement = self.mfa_requirement(app, &session.groups).ok().flatten()?;
+        let verification = session.mfa.iter().find(|v| Some(v.id.as_str()) == mfa)?;
+        (!requirement.every_login()).then(|| verification.verified_at.plus(requirement.session_duration))
+    }
+
     /// Signs a request to the MFA service and the URL that carries it.
     fn mfa_request_url(
         &self,
@@ -626,12 +638,13 @@ fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session, mfa: Option<St
         path.push('?');
         path.push_str(q);
     }
-    let end = now.plus(HANDOFF_TTL).min(session.expires);
-    let Ok(token) = gw.sign_session(session, app, end, Some(path), mfa) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
-    };
     let Some(app_config) = gw.app_named(app) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "unknown app").into_response();
+    };
+    let end = now.plus(HANDOFF_TTL).min(session.expires);
+    let end = gw.mfa_session_end(app_config, session, mfa.as_deref()).map_or(end, |m| end.min(m));
+    let Ok(token) = gw.sign_session(session, app, end, Some(path), mfa) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
     };
     let mut location = gw.app_url(app_config, AUTHORIZED_PATH);
     location.push_str("?token=");
@@ -652,13 +665,17 @@ fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
         Ok(s) => s,
         Err(p) => return reject(gw, ctx, Some(&app.name), StatusCode::UNAUTHORIZED, p.as_str()),
     };
-    let Ok(app_token) = gw.sign_session(&session, &app.name, session.expires, None, claims.mfa.clone()) else {
+    // The app cookie ends with the session and, for an app that requires MFA, with
+    // the app's MFA session.
+    let end = session.expires;
+    let end = gw.mfa_session_end(app, &session, claims.mfa.as_deref()).map_or(end, |m| end.min(m));
+    let Ok(app_token) = gw.sign_session(&session, &app.name, end, None, claims.mfa.clone()) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
     };
     gw.decide(ctx, Some(&app.name), GatewayVerdict::Serve, Some(302), Some(&session), "app session set");
     let path = claims.path.unwrap_or_else(|| "/".into());
     let path = if path.starts_with('/') && !path.starts_with("//") { path } else { "/".into() };
-    with_cookie(redirect(&path), &gw.cookie(APP_COOKIE, &app_token, session.expires.since(now)))
+    with_cookie(redirect(&path), &gw.cookie(APP_COOKIE, &app_token, end.since(now)))
 }
 
 /// Finishes a login to `app`: asks for the edge MFA first when the app's
@@ -909,8 +926,6 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
     let now = gw.clock.now();
     let device = gw.device_of(ctx.peer);
     let mut mfa_claim = None;
-    // When the MFA verification the request rides on stops satisfying the app.
-    let mut mfa_end = None;
     if let Some(requirement) = requirement.filter(|_| !gw.config.danger_skip_mfa) {
         let verification = claims.mfa.as_ref().and_then(|id| session.mfa.iter().find(|v| &v.id == id));
         let problem = match verification {
@@ -937,13 +952,11 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
             device: v.device.clone(),
             by: v.by.clone(),
         });
-        mfa_end = verification
-            .filter(|_| !requirement.every_login())
-            .map(|v| v.verified_at.plus(requirement.session_duration));
     }
     let expires = if gw.config.danger_app_token_outlives_session {
         now.plus(gw.config.app_token_ttl)
     } else {
+        let mfa_end = gw.mfa_session_end(app, &session, claims.mfa.as_deref());
         app_token_end(now, gw.config.app_token_ttl, session.expires, mfa_end)
     };
     let claims_out = AppTokenClaims {
@@ -993,8 +1006,65 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LabConfig;
+    use crate::net::Clock;
+    use crate::net::real::TokioNet;
+    use crate::policy::FactorKind;
 
     const T: u64 = 1_772_614_800_000;
+
+    struct Fixed;
+    impl Clock for Fixed {
+        fn now(&self) -> UnixMillis {
+            UnixMillis(T)
+        }
+    }
+
+    /// The default lab's gateway, with `code` (keys only, a 12 h MFA session) as the MFA app.
+    fn gateway() -> Gateway {
+        let (lab, _) = LabConfig::parse(&LabConfig::default_source()).unwrap();
+        let clock: SharedClock = Arc::new(Fixed);
+        let recorder = Recorder::new(UnixMillis(T), clock.clone());
+        let http = HttpClient::new(Arc::new(TokioNet), crate::net::Directory::default());
+        Gateway::new(lab.gateway, &lab.mfa, clock, SeededRng::from_seed(1), recorder, http).unwrap()
+    }
+
+    fn session(verified_at: UnixMillis) -> Session {
+        Session {
+            sid: "s".into(),
+            user: "bob".into(),
+            email: String::new(),
+            groups: vec!["engineering".into()],
+            device: None,
+            issued: UnixMillis(T),
+            expires: UnixMillis(T + 8 * 3_600_000),
+            revoked: None,
+            amr: vec![],
+            auth_time: None,
+            mfa: vec![MfaVerification {
+                id: "v1".into(),
+                factor: FactorKind::SecurityKey,
+                verified_at,
+                device: None,
+                by: "mfa".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn tokens_for_an_mfa_app_end_with_its_mfa_session() {
+        let gw = gateway();
+        let (chat, code) = (gw.app_named("chat").unwrap().clone(), gw.app_named("code").unwrap().clone());
+        // Verified 11 h 59 m 30 s ago: code's 12 h MFA session ends in 30 s.
+        let s = session(UnixMillis(T).minus(Duration::from_secs(12 * 3600 - 30)));
+        let end = gw.mfa_session_end(&code, &s, Some("v1"));
+        assert_eq!(end, Some(UnixMillis(T + 30_000)));
+        assert_eq!(app_token_end(UnixMillis(T), Duration::from_secs(60), s.expires, end), UnixMillis(T + 30_000));
+        // Another verification, no verification, or an app without MFA: no MFA limit.
+        assert_eq!(gw.mfa_session_end(&code, &s, Some("v2")), None);
+        assert_eq!(gw.mfa_session_end(&code, &s, None), None);
+        assert_eq!(gw.mfa_session_end(&chat, &s, Some("v1")), None);
+    }
 
     #[test]
     fn an_app_token_never_outlives_its_session_or_mfa_session() {
