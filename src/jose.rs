@@ -133,13 +133,18 @@ impl MacKey {
             .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
-    /// Verifies a token this key signed, and its registered claims.
-    pub fn verify<T: DeserializeOwned>(&self, token: &str, expect: &Expect<'_>) -> Result<T, TokenError> {
+    /// Verifies a token this key signed, and its registered claims at `now`.
+    pub fn verify<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        expect: &Expect<'_>,
+        now: UnixMillis,
+    ) -> Result<T, TokenError> {
         let header = decode_header(token)?;
         if header.alg != Algorithm::HS256 {
             return Err(TokenError::AlgorithmNotAccepted(format!("{:?}", header.alg)));
         }
-        check_claims(decode_signed(token, &self.decoding, header.alg)?, expect)
+        check_claims(decode_signed(token, &self.decoding, header.alg)?, expect, now)
     }
 }
 
@@ -198,16 +203,17 @@ pub enum TokenError {
     NonceMismatch,
 }
 
-/// What a verifier expects of a token.
+/// What a verifier expects of a token. The time of the check is not part of
+/// it: it is passed to each check, read from the injected clock at the
+/// instant the claims are checked (a verifier that fetches keys first reads
+/// it after the fetch, see [`crate::http::RemoteKeys`]).
 #[derive(Clone, Debug)]
 pub struct Expect<'a> {
     /// Exact issuer.
     pub issuer: &'a str,
     /// An audience the token must name.
     pub audience: &'a str,
-    /// Now, from the injected clock.
-    pub now: UnixMillis,
-    /// Clock leeway, seconds.
+    /// Clock leeway on `exp`, `nbf` and `iat`, seconds.
     pub leeway_s: u64,
     /// Skip the `exp` check (only for deliberately broken components).
     pub danger_ignore_expiry: bool,
@@ -229,9 +235,14 @@ pub struct RegisteredClaims {
 }
 
 /// Verifies a token's signature against `keys` and its registered claims
-/// against `expect`, then returns its claims as `T`.
-pub fn verify<T: DeserializeOwned>(token: &str, keys: &JwkSet, expect: &Expect<'_>) -> Result<T, TokenError> {
-    check_claims(verify_signature(token, keys)?, expect)
+/// against `expect` at `now`, then returns its claims as `T`.
+pub fn verify<T: DeserializeOwned>(
+    token: &str,
+    keys: &JwkSet,
+    expect: &Expect<'_>,
+    now: UnixMillis,
+) -> Result<T, TokenError> {
+    check_claims(verify_signature(token, keys)?, expect, now)
 }
 
 /// Checks a token's header (`alg` on the allow-list, a matching key) and its
@@ -248,11 +259,16 @@ pub fn verify_signature(token: &str, keys: &JwkSet) -> Result<serde_json::Value,
 }
 
 /// Checks the registered claims of a token whose signature verified against
-/// `expect` (ours: the injected clock), then returns the claims as `T`.
-pub fn check_claims<T: DeserializeOwned>(claims: serde_json::Value, expect: &Expect<'_>) -> Result<T, TokenError> {
+/// `expect`, the time claims at `now` (ours: the injected clock), then
+/// returns the claims as `T`.
+pub fn check_claims<T: DeserializeOwned>(
+    claims: serde_json::Value,
+    expect: &Expect<'_>,
+    now: UnixMillis,
+) -> Result<T, TokenError> {
     let registered: RegisteredClaims =
         serde_json::from_value(claims.clone()).map_err(|e| TokenError::Malformed(e.to_string()))?;
-    check_registered(&registered, expect)?;
+    check_registered(&registered, expect, now)?;
     serde_json::from_value(claims).map_err(|e| TokenError::Malformed(e.to_string()))
 }
 
@@ -310,7 +326,7 @@ fn select_key<'k>(keys: &'k JwkSet, kid: Option<&str>, alg: Algorithm) -> Result
     }
 }
 
-fn check_registered(c: &RegisteredClaims, expect: &Expect<'_>) -> Result<(), TokenError> {
+fn check_registered(c: &RegisteredClaims, expect: &Expect<'_>, now: UnixMillis) -> Result<(), TokenError> {
     let iss = c.iss.as_deref().ok_or(TokenError::MissingClaim("iss"))?;
     if iss != expect.issuer {
         return Err(TokenError::WrongIssuer { expected: expect.issuer.to_string(), got: iss.to_string() });
@@ -324,7 +340,7 @@ fn check_registered(c: &RegisteredClaims, expect: &Expect<'_>) -> Result<(), Tok
     if !aud_ok {
         return Err(TokenError::WrongAudience(expect.audience.to_string()));
     }
-    let now = expect.now.as_secs();
+    let now = now.as_secs();
     let exp = c.exp.ok_or(TokenError::MissingClaim("exp"))?;
     if !expect.danger_ignore_expiry && now >= exp.saturating_add(expect.leeway_s) {
         return Err(TokenError::Expired { exp, now, leeway_s: expect.leeway_s });
@@ -346,14 +362,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn expect(now_s: u64) -> Expect<'static> {
-        Expect {
-            issuer: "https://idp.test",
-            audience: "rp",
-            now: UnixMillis::from_secs(now_s),
-            leeway_s: 30,
-            danger_ignore_expiry: false,
-        }
+    fn expect() -> Expect<'static> {
+        Expect { issuer: "https://idp.test", audience: "rp", leeway_s: 30, danger_ignore_expiry: false }
+    }
+
+    fn at(now_s: u64) -> UnixMillis {
+        UnixMillis::from_secs(now_s)
     }
 
     fn claims(iat: u64, exp: u64) -> serde_json::Value {
@@ -368,7 +382,7 @@ mod tests {
         // ECDSA here is RFC 6979 deterministic: same key, same claims, same token.
         let t = k1.sign(&claims(1000, 1300)).unwrap();
         assert_eq!(t, k2.sign(&claims(1000, 1300)).unwrap());
-        let v: serde_json::Value = verify(&t, &jwk_set(&[&k1]), &expect(1100)).unwrap();
+        let v: serde_json::Value = verify(&t, &jwk_set(&[&k1]), &expect(), at(1100)).unwrap();
         assert_eq!(v["sub"], "alice");
     }
 
@@ -376,7 +390,7 @@ mod tests {
     fn rs256_fixture_key_signs_and_verifies() {
         let k = SigningKey::rs256_from_pem(IDP_RSA_PEM).unwrap();
         let t = k.sign(&claims(1000, 1300)).unwrap();
-        let _: serde_json::Value = verify(&t, &jwk_set(&[&k]), &expect(1000)).unwrap();
+        let _: serde_json::Value = verify(&t, &jwk_set(&[&k]), &expect(), at(1000)).unwrap();
     }
 
     #[test]
@@ -385,18 +399,21 @@ mod tests {
         let keys = jwk_set(&[&k]);
         let t = k.sign(&claims(1000, 1300)).unwrap();
         // exp + leeway is the boundary.
-        assert!(verify::<serde_json::Value>(&t, &keys, &expect(1329)).is_ok());
-        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &expect(1330)), Err(TokenError::Expired { .. })));
-        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &expect(900)), Err(TokenError::IssuedInFuture(1000))));
-        let mut e = expect(1100);
+        assert!(verify::<serde_json::Value>(&t, &keys, &expect(), at(1329)).is_ok());
+        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &expect(), at(1330)), Err(TokenError::Expired { .. })));
+        assert!(matches!(
+            verify::<serde_json::Value>(&t, &keys, &expect(), at(900)),
+            Err(TokenError::IssuedInFuture(1000))
+        ));
+        let mut e = expect();
         e.issuer = "https://evil.test";
-        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &e), Err(TokenError::WrongIssuer { .. })));
-        let mut e = expect(1100);
+        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &e, at(1100)), Err(TokenError::WrongIssuer { .. })));
+        let mut e = expect();
         e.audience = "other";
-        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &e), Err(TokenError::WrongAudience(_))));
-        let mut e = expect(5000);
+        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &e, at(1100)), Err(TokenError::WrongAudience(_))));
+        let mut e = expect();
         e.danger_ignore_expiry = true;
-        assert!(verify::<serde_json::Value>(&t, &keys, &e).is_ok());
+        assert!(verify::<serde_json::Value>(&t, &keys, &e, at(5000)).is_ok());
     }
 
     #[test]
@@ -404,17 +421,20 @@ mod tests {
         let k = MacKey::generate(&SeededRng::from_seed(5));
         let other = MacKey::generate(&SeededRng::from_seed(6));
         let t = k.sign(&claims(1000, 1300)).unwrap();
-        let v: serde_json::Value = k.verify(&t, &expect(1000)).unwrap();
+        let v: serde_json::Value = k.verify(&t, &expect(), at(1000)).unwrap();
         assert_eq!(v["sub"], "alice");
-        assert_eq!(other.verify::<serde_json::Value>(&t, &expect(1000)), Err(TokenError::BadSignature));
-        assert!(matches!(k.verify::<serde_json::Value>(&t, &expect(1400)), Err(TokenError::Expired { .. })));
+        assert_eq!(other.verify::<serde_json::Value>(&t, &expect(), at(1000)), Err(TokenError::BadSignature));
+        assert!(matches!(k.verify::<serde_json::Value>(&t, &expect(), at(1400)), Err(TokenError::Expired { .. })));
         // An asymmetric token is not a MAC token, whatever it claims.
         let es = SigningKey::es256(&SeededRng::from_seed(7)).unwrap().sign(&claims(1000, 1300)).unwrap();
-        assert!(matches!(k.verify::<serde_json::Value>(&es, &expect(1000)), Err(TokenError::AlgorithmNotAccepted(_))));
+        assert!(matches!(
+            k.verify::<serde_json::Value>(&es, &expect(), at(1000)),
+            Err(TokenError::AlgorithmNotAccepted(_))
+        ));
         // ... and a MAC token is never accepted by the public-key verifier.
         let es_key = SigningKey::es256(&SeededRng::from_seed(7)).unwrap();
         assert!(matches!(
-            verify::<serde_json::Value>(&t, &jwk_set(&[&es_key]), &expect(1000)),
+            verify::<serde_json::Value>(&t, &jwk_set(&[&es_key]), &expect(), at(1000)),
             Err(TokenError::AlgorithmNotAccepted(_))
         ));
     }
@@ -429,7 +449,7 @@ mod tests {
         // alg none
         let none = format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&claims(1000, 1300)));
         assert_eq!(
-            verify::<serde_json::Value>(&none, &keys, &expect(1000)),
+            verify::<serde_json::Value>(&none, &keys, &expect(), at(1000)),
             Err(TokenError::AlgorithmNotAccepted("none".into()))
         );
         // HS256 (e.g. signed with the public key as a secret)
@@ -440,18 +460,21 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            verify::<serde_json::Value>(&hs, &keys, &expect(1000)),
+            verify::<serde_json::Value>(&hs, &keys, &expect(), at(1000)),
             Err(TokenError::AlgorithmNotAccepted(_))
         ));
         // signed by another key under our kid
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(k.kid().to_string());
         let forged = jsonwebtoken::encode(&header, &claims(1000, 1300), &other.encoding).unwrap();
-        assert_eq!(verify::<serde_json::Value>(&forged, &keys, &expect(1000)), Err(TokenError::BadSignature));
+        assert_eq!(verify::<serde_json::Value>(&forged, &keys, &expect(), at(1000)), Err(TokenError::BadSignature));
         // unknown kid
         let t = other.sign(&claims(1000, 1300)).unwrap();
-        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &expect(1000)), Err(TokenError::UnknownKey(_))));
+        assert!(matches!(verify::<serde_json::Value>(&t, &keys, &expect(), at(1000)), Err(TokenError::UnknownKey(_))));
         // garbage
-        assert!(matches!(verify::<serde_json::Value>("a.b", &keys, &expect(1000)), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            verify::<serde_json::Value>("a.b", &keys, &expect(), at(1000)),
+            Err(TokenError::Malformed(_))
+        ));
     }
 }

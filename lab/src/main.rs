@@ -8,6 +8,7 @@ mod bench;
 mod bench_fleet;
 mod bench_gateway;
 mod certify;
+mod conformance;
 mod container;
 mod doctor;
 mod explore;
@@ -49,6 +50,9 @@ enum Command {
     /// Which real peers the test suite runs against are installed, their
     /// versions, and the command that installs the missing ones (exit 0).
     Doctor(doctor::DoctorArgs),
+    /// Run firewall conformance cases (default: tests/conformance/cases) on
+    /// the WFP model or on real nftables.
+    Conformance(conformance::ConformanceArgs),
 }
 
 /// mimalloc rather than glibc's malloc, whose arena locks were the hottest
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Certify(args) => certify::certify_cmd(*args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Conformance(args) => conformance::conformance(args),
     };
     match result {
         Ok(code) => code,

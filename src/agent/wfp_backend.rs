@@ -13,12 +13,29 @@
 //! | 12 | permit *process* -> *endpoint* | connect, family of the endpoint | app id, service SID (if scoped), remote address, remote port, TCP | permit |
 //! | 10 | permit LAN (if allowed) | all four | private / link-local prefixes | permit |
 //! | 10 | permit DHCP (if allowed) | connect + recv-accept v4, v6 | DHCPv4 / DHCPv6 client tuples | permit |
+//! | 11 | permit NDP (always) | connect v6, recv-accept v6 | ICMPv6 types 133-137, code 0, per message (below) | permit |
 //! | 0 | block all | all four | none | block |
 //!
+//! IPv6 neighbour discovery (RFC 4861) is what an IPv6 link needs before any
+//! other packet, the sign-in flow's included, so it passes whatever the
+//! settings, as in WireGuard's kill switch (research §3.6.1). ICMPv6 type and
+//! code travel in WFP's local and remote port fields:
+//!
+//! | message | layer | remote address |
+//! |---|---|---|
+//! | 133 Router Solicitation | connect v6 | `ff02::2` (all routers) only |
+//! | 134 Router Advertisement | recv-accept v6 | `fe80::/10` only (a router's link-local address) |
+//! | 135 Neighbor Solicitation, 136 Neighbor Advertisement | connect v6 and recv-accept v6 | any: solicited-node multicast, unicast (link-local or global on-link) and the unspecified source of duplicate address detection |
+//! | 137 Redirect | recv-accept v6 | `fe80::/10` only |
+//!
+//! WFP has no hop-limit condition: the 255 that keeps NDP on the link is
+//! checked by the stack, which discards a received NDP message with any other
+//! hop limit before classification ([`crate::wfp::Packet::stack_check`]).
+//!
 //! Lifetimes: with `persistent` the lockdown outlives the agent, BFE restarts and
-//! reboots, and a boot-time copy (block all, loopback, DHCP) acts from TCP/IP start
-//! until BFE has loaded the persistent ones. Lifting the lockdown never removes it:
-//! it adds the weight-15 permit from a second, dynamic session, so the permit
+//! reboots, and a boot-time copy (block all, loopback, DHCP, NDP) acts from TCP/IP
+//! start until BFE has loaded the persistent ones. Lifting the lockdown never removes
+//! it: it adds the weight-15 permit from a second, dynamic session, so the permit
 //! vanishes with the agent's process and a crash or a reboot fails closed.
 
 use std::net::IpAddr;
@@ -26,7 +43,8 @@ use std::net::IpAddr;
 use super::firewall::{Firewall, FirewallError, LockdownPolicy};
 use crate::config::FilterLifetime;
 use crate::wfp::{
-    Action, Condition, EngineError, FilterId, FilterSpec, IpPrefix, Layer, Lifetime, Protocol, SessionId, Weight,
+    ALL_ROUTERS, Action, Condition, EngineError, FilterId, FilterSpec, IpPrefix, Layer, Lifetime, NdpMessage, Protocol,
+    SessionId, Weight,
 };
 
 /// Key of the agent's WFP provider.
@@ -233,6 +251,11 @@ fn lockdown_set(policy: &LockdownPolicy, lifetime: Lifetime) -> Vec<FilterSpec> 
             specs.push(f("permit DHCP", layer, 10, Action::Permit, conditions));
         }
     }
+    if !policy.danger_ipv4_only {
+        for (name, layer, conditions) in ndp_conditions() {
+            specs.push(f(name, layer, 11, Action::Permit, conditions));
+        }
+    }
     for layer in layers(policy, &Layer::ALL) {
         specs.push(f("block all", layer, 0, Action::Block, vec![]));
     }
@@ -265,6 +288,40 @@ fn dhcp_conditions() -> Vec<(Layer, Vec<Condition>)> {
             Layer::AleAuthRecvAcceptV6,
             vec![udp, Condition::LocalPort(546), Condition::RemotePort(547), pfx("fe80::/10"), lpfx("fe80::/10")],
         ),
+    ]
+}
+
+/// The NDP permits (RFC 4861; the tuples of WireGuard's `permitNdp`): each
+/// message type at the layer of its direction, with its code 0, and the
+/// source or destination RFC 4861 requires of it (see the module docs).
+fn ndp_conditions() -> Vec<(&'static str, Layer, Vec<Condition>)> {
+    let icmp = |t: NdpMessage| {
+        vec![Condition::Protocol(Protocol::IcmpV6), Condition::LocalPort(t.icmp_type()), Condition::RemotePort(0)]
+    };
+    let remote = |p: IpPrefix| Condition::RemoteAddr(p);
+    let all_routers = IpPrefix::host(IpAddr::V6(ALL_ROUTERS));
+    let link_local = IpPrefix::new(IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10)
+        .unwrap_or_else(|_| IpPrefix::host(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)));
+    let with = |mut c: Vec<Condition>, extra: Condition| {
+        c.push(extra);
+        c
+    };
+    vec![
+        (
+            "permit NDP router solicitation",
+            Layer::AleAuthConnectV6,
+            with(icmp(NdpMessage::RouterSolicitation), remote(all_routers)),
+        ),
+        (
+            "permit NDP router advertisement",
+            Layer::AleAuthRecvAcceptV6,
+            with(icmp(NdpMessage::RouterAdvertisement), remote(link_local)),
+        ),
+        ("permit NDP neighbor solicitation", Layer::AleAuthConnectV6, icmp(NdpMessage::NeighborSolicitation)),
+        ("permit NDP neighbor solicitation", Layer::AleAuthRecvAcceptV6, icmp(NdpMessage::NeighborSolicitation)),
+        ("permit NDP neighbor advertisement", Layer::AleAuthConnectV6, icmp(NdpMessage::NeighborAdvertisement)),
+        ("permit NDP neighbor advertisement", Layer::AleAuthRecvAcceptV6, icmp(NdpMessage::NeighborAdvertisement)),
+        ("permit NDP redirect", Layer::AleAuthRecvAcceptV6, with(icmp(NdpMessage::Redirect), remote(link_local))),
     ]
 }
 
@@ -305,5 +362,154 @@ impl<B: Bfe> Firewall for WfpFirewall<B> {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+    use crate::wfp::{
+        DHCPV6_ALL_SERVERS_LINK, DHCPV6_ALL_SERVERS_SITE, Delivery, Direction, Engine, Packet, StackDrop, deliver,
+    };
+
+    /// The agent's BFE handle on a bare engine.
+    struct TestBfe(Engine);
+
+    impl Bfe for TestBfe {
+        fn open_session(&mut self, name: &str, dynamic: bool) -> Result<SessionId, EngineError> {
+            self.0.open_session(7, name, dynamic)
+        }
+        fn begin(&mut self, session: SessionId) -> Result<(), EngineError> {
+            self.0.begin_transaction(session)
+        }
+        fn commit(&mut self, session: SessionId) -> Result<(), EngineError> {
+            self.0.commit_transaction(session).map(|_| ())
+        }
+        fn abort(&mut self, session: SessionId) -> Result<(), EngineError> {
+            self.0.abort_transaction(session)
+        }
+        fn add_provider(&mut self, session: SessionId, key: &str, persistent: bool) -> Result<(), EngineError> {
+            self.0.add_provider(session, key, persistent)
+        }
+        fn add_sublayer(
+            &mut self,
+            session: SessionId,
+            key: &str,
+            provider: Option<&str>,
+            weight: u16,
+            persistent: bool,
+        ) -> Result<(), EngineError> {
+            self.0.add_sublayer(session, key, provider, weight, persistent)
+        }
+        fn add_filter(&mut self, session: SessionId, spec: FilterSpec) -> Result<FilterId, EngineError> {
+            self.0.add_filter(session, spec)
+        }
+        fn delete_filter(&mut self, session: SessionId, id: FilterId) -> Result<(), EngineError> {
+            self.0.delete_filter(session, id)
+        }
+        fn filters_of_provider(&self, provider: &str) -> Vec<FilterId> {
+            self.0.filters().filter(|f| f.spec.provider.as_deref() == Some(provider)).map(|f| f.id).collect()
+        }
+        fn provider_exists(&self, key: &str) -> bool {
+            self.0.providers().any(|p| p.key == key)
+        }
+        fn sublayer_exists(&self, key: &str) -> bool {
+            self.0.sublayers().any(|s| s.key == key)
+        }
+    }
+
+    fn policy(allow_lan: bool, allow_dhcp: bool) -> LockdownPolicy {
+        LockdownPolicy { exceptions: Vec::new(), allow_loopback: true, allow_lan, allow_dhcp, danger_ipv4_only: false }
+    }
+
+    fn locked(p: &LockdownPolicy) -> Engine {
+        let mut fw = WfpFirewall::open(TestBfe(Engine::new()), FilterLifetime::Persistent, 0xFFFF, true).unwrap();
+        fw.engage_lockdown(p).unwrap();
+        fw.into_bfe().0
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    /// What the lockdown does with a packet: the deciding filter, or why it never got there.
+    fn fate(e: &Engine, p: &Packet) -> String {
+        match deliver(e, p) {
+            Delivery::Classified(d) if d.is_permit() => format!("permit by {}", d.filter_name.unwrap_or_default()),
+            Delivery::Classified(d) => format!("block by {}", d.filter_name.unwrap_or_default()),
+            Delivery::DroppedByStack(StackDrop::NdpHopLimit { .. }) => "dropped by the stack".into(),
+        }
+    }
+
+    fn ndp(m: NdpMessage, dir: Direction, remote: &str) -> Packet {
+        Packet::ndp(m, dir, v6("fe80::2"), v6(remote), 255)
+    }
+
+    #[test]
+    fn the_lockdown_lets_neighbour_discovery_and_dhcpv6_through() {
+        use Direction::{Inbound, Outbound};
+        use NdpMessage::*;
+        for (lan, dhcp) in [(false, true), (true, true), (false, false)] {
+            let e = locked(&policy(lan, dhcp));
+            let permitted = [
+                ndp(RouterSolicitation, Outbound, "ff02::2"),
+                ndp(RouterAdvertisement, Inbound, "fe80::1"),
+                ndp(NeighborSolicitation, Outbound, "ff02::1:ff00:1"),
+                ndp(NeighborSolicitation, Outbound, "2001:db8::1"),
+                ndp(NeighborSolicitation, Inbound, "fe80::1"),
+                ndp(NeighborSolicitation, Inbound, "::"),
+                ndp(NeighborAdvertisement, Outbound, "fe80::1"),
+                ndp(NeighborAdvertisement, Outbound, "ff02::1"),
+                ndp(NeighborAdvertisement, Inbound, "2001:db8::1"),
+                ndp(Redirect, Inbound, "fe80::1"),
+            ];
+            for p in &permitted {
+                let got = fate(&e, p);
+                assert!(got.starts_with("permit by lockstep: permit NDP"), "lan {lan} dhcp {dhcp}: {p:?}: {got}");
+            }
+            // Off the RFC 4861 tuples: the block-all.
+            for p in [
+                ndp(RouterSolicitation, Outbound, "ff02::1"),
+                ndp(RouterAdvertisement, Inbound, "2001:db8::1"),
+                ndp(Redirect, Inbound, "2001:db8::1"),
+            ] {
+                assert_eq!(fate(&e, &p), "block by lockstep: block all", "lan {lan}: {p:?}");
+            }
+            let mut echo = ndp(RouterSolicitation, Outbound, "ff02::2");
+            echo.context.local.set_port(128);
+            assert_eq!(fate(&e, &echo), "block by lockstep: block all", "echo request is not NDP");
+            // Received NDP off the link (hop limit not 255) never reaches a filter.
+            let forged = Packet::ndp(RouterAdvertisement, Inbound, v6("fe80::2"), v6("fe80::1"), 64);
+            assert_eq!(fate(&e, &forged), "dropped by the stack");
+            // DHCPv6 (and DHCPv4) follow the DHCP setting.
+            let ll = v6("fe80::2");
+            for p in [
+                Packet::dhcpv6_request(ll, DHCPV6_ALL_SERVERS_LINK),
+                Packet::dhcpv6_request(ll, DHCPV6_ALL_SERVERS_SITE),
+                Packet::dhcpv6_response(ll, v6("fe80::1")),
+                Packet::dhcpv4_request(),
+            ] {
+                let got = fate(&e, &p);
+                // With the LAN setting on, the link-local server's answer is also a LAN permit's.
+                let ok = match (dhcp, lan) {
+                    (true, false) => got == "permit by lockstep: permit DHCP",
+                    (true, true) => got.starts_with("permit by lockstep: permit "),
+                    (false, _) => got == "block by lockstep: block all",
+                };
+                assert!(ok, "dhcp {dhcp} lan {lan}: {p:?}: {got}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_boot_time_copy_lets_neighbour_discovery_through_before_bfe() {
+        let e = locked(&policy(false, true));
+        let early = Engine::power_on(&e.persistent_store());
+        let rs = ndp(NdpMessage::RouterSolicitation, Direction::Outbound, "ff02::2");
+        assert_eq!(fate(&early, &rs), "permit by lockstep: permit NDP router solicitation (boot-time)");
+        let ra = ndp(NdpMessage::RouterAdvertisement, Direction::Inbound, "2001:db8::1");
+        assert_eq!(fate(&early, &ra), "block by lockstep: block all (boot-time)");
     }
 }

@@ -208,6 +208,16 @@ pub struct IdpUser {
     pub amr: Vec<String>,
 }
 
+/// The largest ID-token clock leeway the gateway accepts: a leeway is for
+/// clock skew, and beyond a few minutes it would keep an expired token alive
+/// (five minutes is the usual ceiling, e.g. Microsoft.IdentityModel's default
+/// clock skew).
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
 fn default_groups_claim() -> String {
     "groups".to_string()
 }
@@ -241,10 +251,16 @@ pub struct GatewayConfig {
     /// Lifetime of a gateway session.
     #[serde(with = "humantime_serde")]
     pub session_duration: Duration,
-    /// Clock leeway when checking `exp`, `iat` and `nbf` of ID tokens.
-    #[serde(with = "humantime_serde")]
+    /// Clock leeway when checking `exp`, `iat` and `nbf` of ID tokens (the
+    /// skew tolerated between the IdP's clock and the gateway's): whole
+    /// seconds, at most [`MAX_LEEWAY`]; 30 s by default. The times are
+    /// checked at the instant the token is verified, after the code exchange
+    /// and any JWKS fetch, so slow links need no leeway.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
     pub leeway: Duration,
-    /// Lifetime of an app token handed to origins.
+    /// Lifetime of an app token handed to origins; an app token never
+    /// outlives its session (nor, for an app that requires MFA, the app's
+    /// MFA session).
     #[serde(with = "humantime_serde")]
     pub app_token_ttl: Duration,
     /// Upper bound on how long the gateway trusts the IdP's JWKS (the
@@ -263,6 +279,11 @@ pub struct GatewayConfig {
     /// removed key stays trusted; E2 catches it).
     #[serde(default)]
     pub danger_jwks_no_ttl: bool,
+    /// Deliberately broken: app tokens last `app_token_ttl` whatever the
+    /// session's end (the behaviour before issue 16), so an origin serves a
+    /// request that reaches it after the session ended (E4 catches it).
+    #[serde(default)]
+    pub danger_app_token_outlives_session: bool,
     /// Deliberately broken: forward requests whose session has expired.
     #[serde(default)]
     pub danger_skip_expiry_check: bool,

@@ -87,6 +87,22 @@ impl LabConfig {
             return Err(err(&["sim", "step_timeout"], "must be positive"));
         }
 
+        let leeway = self.gateway.leeway;
+        if leeway.subsec_nanos() != 0 {
+            return Err(err(&["gateway", "leeway"], "must be a whole number of seconds (ID token times are seconds)"));
+        }
+        if leeway > super::MAX_LEEWAY {
+            return Err(err(
+                &["gateway", "leeway"],
+                format!(
+                    "{} is more than the largest clock leeway, {} (a leeway covers clock skew; a longer one keeps \
+                     expired ID tokens valid)",
+                    humantime::format_duration(leeway),
+                    humantime::format_duration(super::MAX_LEEWAY)
+                ),
+            ));
+        }
+
         let mut hosts = IndexMap::new();
         let mut ips = BTreeSet::new();
         for (name, host) in &self.hosts {

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::wfp::{Direction, HostModel, IpPrefix, Protocol};
+use crate::agent::firewall::{Endpoint, Exception, LockdownPolicy};
+use crate::config::FilterLifetime;
+use crate::wfp::{AppId, Direction, HostModel, IpPrefix, Protocol};
 
 /// One conformance case (one file).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -35,6 +37,9 @@ pub struct Case {
     pub sublayers: Vec<SublayerDef>,
     /// Filters the steps may add.
     pub filters: Vec<FilterDef>,
+    /// The Lockstep agent's own lockdown, which `agent` steps install as the agent
+    /// compiles it (instead of filters declared in the case).
+    pub agent: Option<AgentDef>,
     /// What happens, in order, with what is expected of each step.
     pub steps: Vec<Step>,
 }
@@ -53,6 +58,116 @@ impl Case {
     /// A declared filter.
     pub fn filter(&self, name: &str) -> Option<&FilterDef> {
         self.filters.iter().find(|f| f.name == name)
+    }
+}
+
+/// The Lockstep agent of a case: which process runs it, how it installs its
+/// objects (the lab's `[agent]` settings) and the lockdown it enforces (the lab's
+/// `[lockdown]`). A backend compiles it with its own agent code: the WFP model with
+/// `agent::wfp_backend`, nftables with `nft`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentDef {
+    /// The declared process that runs the agent: its sessions, and what they own
+    /// dynamically, end with it.
+    pub process: String,
+    /// Lifetime of the lockdown's filters (the lab's `agent.filter_lifetime`).
+    pub filter_lifetime: FilterLifetime,
+    /// Whether a boot-time copy of the lockdown is installed (persistent only).
+    pub boot_time_filters: bool,
+    /// Weight of the agent's sublayer.
+    pub sublayer_weight: u16,
+    /// The lockdown's settings unless a step overrides them.
+    pub settings: AgentSettings,
+    /// Process exceptions of the lockdown.
+    pub allow: Vec<AgentException>,
+}
+
+/// The lockdown's switches (the lab's `[lockdown]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentSettings {
+    /// Loopback stays allowed.
+    pub allow_loopback: bool,
+    /// Private and link-local destinations stay reachable (never their DNS).
+    pub allow_lan: bool,
+    /// The DHCP client's tuples stay allowed.
+    pub allow_dhcp: bool,
+}
+
+impl Default for AgentSettings {
+    /// The default lab's.
+    fn default() -> Self {
+        AgentSettings { allow_loopback: true, allow_lan: false, allow_dhcp: true }
+    }
+}
+
+impl fmt::Display for AgentSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = |b: bool| if b { "on" } else { "off" };
+        write!(f, "loopback {}, LAN {}, DHCP {}", on(self.allow_loopback), on(self.allow_lan), on(self.allow_dhcp))
+    }
+}
+
+/// One exception of the agent's lockdown: this process may reach these endpoints (TCP).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentException {
+    /// A declared process (its image is the exception's app id).
+    pub process: String,
+    /// A SID the process token must also hold (the agent's service SID), if any.
+    pub service_sid: Option<String>,
+    /// Destinations: an address prefix and, optionally, a port.
+    pub to: Vec<AgentEndpoint>,
+}
+
+/// A destination of an exception.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentEndpoint {
+    /// Addresses.
+    pub prefix: IpPrefix,
+    /// TCP port (`None`: any).
+    pub port: Option<u16>,
+}
+
+/// The state an `agent` step brings the agent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum AgentState {
+    /// The lockdown is engaged (one transaction, replacing whatever the agent had).
+    Locked,
+    /// Signed in: the lockdown stays and the agent adds its "session live" permit.
+    Connected,
+}
+
+impl AgentState {
+    /// The name used in case files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AgentState::Locked => "locked",
+            AgentState::Connected => "connected",
+        }
+    }
+}
+
+impl AgentDef {
+    /// The lockdown policy the agent enforces with `settings`, its exceptions
+    /// resolved against the case's processes (image path to app id).
+    pub fn lockdown(&self, case: &Case, settings: &AgentSettings) -> Result<LockdownPolicy, String> {
+        let mut exceptions = Vec::new();
+        for ex in &self.allow {
+            let p = case.process(&ex.process).ok_or_else(|| format!("process `{}` is not declared", ex.process))?;
+            let app_id = AppId::from_image_path(&p.image).map_err(|e| format!("process `{}`: {e}", p.name))?;
+            exceptions.push(Exception {
+                process: ex.process.clone(),
+                app_id,
+                service_sid: ex.service_sid.clone(),
+                remote: ex.to.iter().map(|t| Endpoint { prefix: t.prefix, port: t.port }).collect(),
+            });
+        }
+        Ok(LockdownPolicy {
+            exceptions,
+            allow_loopback: settings.allow_loopback,
+            allow_lan: settings.allow_lan,
+            allow_dhcp: settings.allow_dhcp,
+            danger_ipv4_only: false,
+        })
     }
 }
 
@@ -379,6 +494,14 @@ pub enum Op {
         /// Watch name.
         name: String,
     },
+    /// The case's agent (started on its first such step) brings its lockdown to
+    /// `state` with `settings`, through the backend's own agent code.
+    Agent {
+        /// Locked or connected.
+        state: AgentState,
+        /// The lockdown's settings for this step.
+        settings: AgentSettings,
+    },
 }
 
 impl Op {
@@ -408,6 +531,7 @@ impl Op {
             Op::VmFrame { .. } => "vm_frame",
             Op::Watch { .. } => "watch",
             Op::Unwatch { .. } => "unwatch",
+            Op::Agent { .. } => "agent",
         }
     }
 
@@ -446,6 +570,7 @@ impl fmt::Display for Op {
             Op::CloseFlow { flow } => write!(f, " `{flow}`"),
             Op::VmFrame { direction, vm2vm, .. } => write!(f, " {direction:?} vm2vm={vm2vm}"),
             Op::Watch { name, .. } | Op::Unwatch { name } => write!(f, " `{name}`"),
+            Op::Agent { state, settings } => write!(f, " {} ({settings})", state.as_str()),
             _ => Ok(()),
         }
     }

@@ -9,6 +9,11 @@
 //!   performs one operation at a time; the shared [`execute`] compares every observation
 //!   with the case, so every backend is judged alike. [`WfpModel`] runs cases on the pure
 //!   WFP model ([`crate::wfp`]).
+//! - A case either declares its own filters or names the Lockstep agent's lockdown
+//!   ([`AgentDef`], `agent` steps): then the backend installs the lockdown the way the
+//!   agent does (the WFP model through [`crate::agent::wfp_backend`], the real
+//!   nftables backend through [`crate::nft`]), so the suite tests the agent's real rules,
+//!   not a copy of them.
 //! - [`run_suite`]: runs every case against a backend and its [`UnsupportedList`] (the
 //!   rustls/BoGo approach): a case not listed must pass; a listed case is still run, and
 //!   if it passes the entry is stale and fails the suite; an entry naming no case fails
@@ -22,8 +27,8 @@ mod parse;
 mod runner;
 
 pub use case::{
-    Case, Conditions, ErrorKind, Expect, FilterAction, FilterDef, LayerName, Op, PacketOutcome, ProcessDef, Step,
-    SublayerDef, Traffic, Verdict, WeightSpec,
+    AgentDef, AgentEndpoint, AgentException, AgentSettings, AgentState, Case, Conditions, ErrorKind, Expect,
+    FilterAction, FilterDef, LayerName, Op, PacketOutcome, ProcessDef, Step, SublayerDef, Traffic, Verdict, WeightSpec,
 };
 pub use model::WfpModel;
 pub use parse::{TRAFFIC_CLASSES, load_case, parse_case};

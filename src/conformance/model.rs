@@ -13,14 +13,23 @@
 //! - `reboot` keeps the persistent store, boots the engine and forgets sessions and flows;
 //!   `power_on` does the same but stops before BFE starts;
 //! - `sleep_resume` changes nothing: WFP state is not tied to power states;
-//! - a packet's direction does not matter: reauthorization runs at the flow's own layer.
+//! - a packet's direction does not matter: reauthorization runs at the flow's own layer;
+//! - the case's agent is the real one: `agent::wfp_backend::WfpFirewall`, opened as the
+//!   agent's process on the first `agent` step, engages and lifts the lockdown through
+//!   the same BFE calls as on the simulated device. Its handle is gone when its process
+//!   is killed, BFE stops or the device reboots (its sessions ended); the next `agent`
+//!   step starts it again.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::case::{
-    Case, ErrorKind, FilterAction, FilterDef, LayerName, Op, PacketOutcome, Traffic, Verdict, WeightSpec,
+    AgentSettings, AgentState, Case, ErrorKind, FilterAction, FilterDef, LayerName, Op, PacketOutcome, Traffic,
+    Verdict, WeightSpec,
 };
 use super::runner::{Backend, CaseError, Observation};
+use crate::agent::firewall::Firewall;
+use crate::agent::wfp_backend::{Bfe, WfpFirewall};
 use crate::wfp::{
     Action, AppId, ClassifyContext, Condition, Decision, Engine, EngineError, FilterId, FilterSpec, FlowId, FlowTable,
     Layer, Lifetime, Packet, PacketVerdict, PersistentStore, SessionId, SessionOptions, Weight,
@@ -32,15 +41,83 @@ pub struct WfpModel {
     device: Device,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Device {
-    engine: Engine,
+    /// Shared with the agent's BFE handle.
+    engine: Arc<Mutex<Engine>>,
     flows: FlowTable,
     store: PersistentStore,
     sessions: BTreeMap<String, SessionId>,
     luids: BTreeMap<String, u64>,
     last_luid: u64,
     named_flows: BTreeMap<String, FlowId>,
+    agent: Option<RunningAgent>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device").field("sessions", &self.sessions).field("flows", &self.named_flows).finish()
+    }
+}
+
+/// The agent's firewall and the state it last brought its lockdown to.
+struct RunningAgent {
+    pid: u32,
+    firewall: WfpFirewall<ModelBfe>,
+    state: Option<(AgentState, AgentSettings)>,
+}
+
+/// The BFE management API as the agent's process calls it, on the model's engine.
+struct ModelBfe {
+    engine: Arc<Mutex<Engine>>,
+    pid: u32,
+}
+
+fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
+    engine.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Bfe for ModelBfe {
+    fn open_session(&mut self, name: &str, dynamic: bool) -> Result<SessionId, EngineError> {
+        lock(&self.engine).open_session(self.pid, name, dynamic)
+    }
+    fn begin(&mut self, session: SessionId) -> Result<(), EngineError> {
+        lock(&self.engine).begin_transaction(session)
+    }
+    fn commit(&mut self, session: SessionId) -> Result<(), EngineError> {
+        lock(&self.engine).commit_transaction(session).map(|_| ())
+    }
+    fn abort(&mut self, session: SessionId) -> Result<(), EngineError> {
+        lock(&self.engine).abort_transaction(session)
+    }
+    fn add_provider(&mut self, session: SessionId, key: &str, persistent: bool) -> Result<(), EngineError> {
+        lock(&self.engine).add_provider(session, key, persistent)
+    }
+    fn add_sublayer(
+        &mut self,
+        session: SessionId,
+        key: &str,
+        provider: Option<&str>,
+        weight: u16,
+        persistent: bool,
+    ) -> Result<(), EngineError> {
+        lock(&self.engine).add_sublayer(session, key, provider, weight, persistent)
+    }
+    fn add_filter(&mut self, session: SessionId, spec: FilterSpec) -> Result<FilterId, EngineError> {
+        lock(&self.engine).add_filter(session, spec)
+    }
+    fn delete_filter(&mut self, session: SessionId, id: FilterId) -> Result<(), EngineError> {
+        lock(&self.engine).delete_filter(session, id)
+    }
+    fn filters_of_provider(&self, provider: &str) -> Vec<FilterId> {
+        lock(&self.engine).filters().filter(|f| f.spec.provider.as_deref() == Some(provider)).map(|f| f.id).collect()
+    }
+    fn provider_exists(&self, key: &str) -> bool {
+        lock(&self.engine).providers().any(|p| p.key == key)
+    }
+    fn sublayer_exists(&self, key: &str) -> bool {
+        lock(&self.engine).sublayers().any(|s| s.key == key)
+    }
 }
 
 impl WfpModel {
@@ -118,6 +195,48 @@ impl Device {
         self.flows = FlowTable::new();
         self.sessions.clear();
         self.named_flows.clear();
+        self.agent = None;
+    }
+
+    /// Brings the case's agent to `state` with `settings`, as the agent does: the
+    /// lockdown in one transaction, then (connected) the session permit from its
+    /// dynamic session.
+    fn agent(&mut self, case: &Case, state: AgentState, settings: AgentSettings) -> Result<Observation, CaseError> {
+        let def = case.agent.as_ref().ok_or_else(|| CaseError::Backend("the case has no [agent]".into()))?;
+        let policy = def.lockdown(case, &settings).map_err(CaseError::Backend)?;
+        let rejected = |e: crate::agent::firewall::FirewallError| Observation::Failed {
+            kind: ErrorKind::Rejected,
+            message: e.to_string(),
+            waited_ms: None,
+        };
+        if self.agent.is_none() {
+            let pid = Device::pid(case, &def.process);
+            let bfe = ModelBfe { engine: self.engine.clone(), pid };
+            match WfpFirewall::open(bfe, def.filter_lifetime, def.sublayer_weight, def.boot_time_filters) {
+                Ok(firewall) => self.agent = Some(RunningAgent { pid, firewall, state: None }),
+                Err(e) => return Ok(rejected(e)),
+            }
+        }
+        let agent = self.agent.as_mut().expect("started above");
+        let locked_as_asked = agent.state == Some((AgentState::Locked, settings));
+        let result = match state {
+            AgentState::Locked => agent.firewall.engage_lockdown(&policy),
+            AgentState::Connected if agent.state == Some((AgentState::Connected, settings)) => Ok(()),
+            AgentState::Connected if locked_as_asked => agent.firewall.lift_lockdown(),
+            AgentState::Connected => {
+                agent.firewall.engage_lockdown(&policy).and_then(|()| agent.firewall.lift_lockdown())
+            }
+        };
+        Ok(match result {
+            Ok(()) => {
+                agent.state = Some((state, settings));
+                Observation::Done
+            }
+            Err(e) => {
+                agent.state = None;
+                rejected(e)
+            }
+        })
     }
 
     fn specs(&self, def: &FilterDef) -> Result<Vec<FilterSpec>, Observation> {
@@ -187,7 +306,7 @@ impl Device {
                 if let Some(w) = txn_wait_ms {
                     options.txn_wait_timeout_ms = *w;
                 }
-                match self.engine.open_session_with(Device::pid(case, process), session, options) {
+                match lock(&self.engine).open_session_with(Device::pid(case, process), session, options) {
                     Ok(id) => {
                         self.sessions.insert(session.clone(), id);
                         Observation::Done
@@ -199,14 +318,14 @@ impl Device {
                 None => unknown_session(session),
                 Some(id) => {
                     self.sessions.remove(session);
-                    done(self.engine.close_session(id))
+                    done(lock(&self.engine).close_session(id))
                 }
             },
             Op::AddSublayer { session, sublayer } => {
                 let def = case.sublayer(sublayer).ok_or_else(|| missing("sublayer", sublayer))?;
                 match self.session(session) {
                     None => unknown_session(session),
-                    Some(id) => done(self.engine.add_sublayer(id, &def.key, None, def.weight, def.persistent)),
+                    Some(id) => done(lock(&self.engine).add_sublayer(id, &def.key, None, def.weight, def.persistent)),
                 }
             }
             Op::AddFilter { session, filter } => {
@@ -217,7 +336,7 @@ impl Device {
                     Err(obs) => return Ok(obs),
                 };
                 for spec in specs {
-                    if let Err(e) = self.engine.add_filter(id, spec) {
+                    if let Err(e) = lock(&self.engine).add_filter(id, spec) {
                         return Ok(failed(&e));
                     }
                 }
@@ -226,14 +345,17 @@ impl Device {
             Op::DeleteFilter { session, filter } => {
                 let Some(id) = self.session(session) else { return Ok(unknown_session(session)) };
                 // By name, as this session sees the tables (inside its transaction: staged).
-                let ids: Vec<FilterId> =
-                    self.engine.filters_visible_to(id).filter(|f| &f.spec.name == filter).map(|f| f.id).collect();
+                let ids: Vec<FilterId> = lock(&self.engine)
+                    .filters_visible_to(id)
+                    .filter(|f| &f.spec.name == filter)
+                    .map(|f| f.id)
+                    .collect();
                 if ids.is_empty() {
                     let message = format!("no instance of filter `{filter}` is installed");
                     return Ok(Observation::Failed { kind: ErrorKind::UnknownFilter, message, waited_ms: None });
                 }
                 for fid in ids {
-                    if let Err(e) = self.engine.delete_filter(id, fid) {
+                    if let Err(e) = lock(&self.engine).delete_filter(id, fid) {
                         return Ok(failed(&e));
                     }
                 }
@@ -241,43 +363,50 @@ impl Device {
             }
             Op::Begin { session } => match self.session(session) {
                 None => unknown_session(session),
-                Some(id) => done(self.engine.begin_transaction(id)),
+                Some(id) => done(lock(&self.engine).begin_transaction(id)),
             },
             Op::Commit { session } => match self.session(session) {
                 None => unknown_session(session),
-                Some(id) => done(self.engine.commit_transaction(id)),
+                Some(id) => done(lock(&self.engine).commit_transaction(id)),
             },
             Op::Abort { session } => match self.session(session) {
                 None => unknown_session(session),
-                Some(id) => done(self.engine.abort_transaction(id)),
+                Some(id) => done(lock(&self.engine).abort_transaction(id)),
             },
             Op::Kill { process } => {
                 let pid = Device::pid(case, process);
-                self.engine.process_exited(pid);
+                lock(&self.engine).process_exited(pid);
+                if self.agent.as_ref().is_some_and(|a| a.pid == pid) {
+                    self.agent = None;
+                }
                 let owned: Vec<FlowId> = self.flows.flows_of(pid).map(|f| f.id).collect();
                 owned.into_iter().for_each(|f| self.flows.close(f));
                 Observation::Done
             }
             Op::BfeStop => {
-                self.engine.stop_bfe();
+                lock(&self.engine).stop_bfe();
                 self.sessions.clear();
+                self.agent = None;
                 Observation::Done
             }
             Op::BfeStart => {
-                self.engine.start_bfe();
+                lock(&self.engine).start_bfe();
                 Observation::Done
             }
             Op::BfeRestart => {
-                self.engine.bfe_restart();
+                lock(&self.engine).bfe_restart();
                 self.sessions.clear();
+                self.agent = None;
                 Observation::Done
             }
             Op::Reboot | Op::PowerOn => {
-                self.store = self.engine.persistent_store();
-                self.engine = Engine::power_on(&self.store);
+                let mut engine = lock(&self.engine);
+                self.store = engine.persistent_store();
+                *engine = Engine::power_on(&self.store);
                 if matches!(op, Op::Reboot) {
-                    self.engine.start_bfe();
+                    engine.start_bfe();
                 }
+                drop(engine);
                 self.forget_device_state();
                 Observation::Done
             }
@@ -300,11 +429,12 @@ impl Device {
                 if packet.stack_check().is_err() {
                     return Ok(Observation::Verdict { verdict: Verdict::Dropped, decided_by: None });
                 }
+                let engine = lock(&self.engine);
                 match flow {
-                    None => verdict_of(&self.engine.classify(&packet.context)),
+                    None => verdict_of(&engine.classify(&packet.context)),
                     Some(name) => {
                         let pid = traffic.process.as_deref().map(|p| Device::pid(case, p)).unwrap_or(0);
-                        let (id, decision) = self.flows.authorize_new(&self.engine, pid, packet.context);
+                        let (id, decision) = self.flows.authorize_new(&engine, pid, packet.context);
                         match id {
                             Some(id) => {
                                 self.named_flows.insert(name.clone(), id);
@@ -322,7 +452,8 @@ impl Device {
                     return Ok(Observation::Packet { outcome: PacketOutcome::Closed, decided_by: None });
                 };
                 let arrival = via.as_ref().and_then(|v| self.luids.get(v).copied());
-                let (outcome, decided_by) = match self.flows.on_packet_via(&self.engine, id, arrival, *host_model) {
+                let engine = lock(&self.engine);
+                let (outcome, decided_by) = match self.flows.on_packet_via(&engine, id, arrival, *host_model) {
                     PacketVerdict::Pass => (PacketOutcome::Pass, None),
                     PacketVerdict::Reauthorized(d) => (PacketOutcome::Reauthorized, d.filter_name),
                     PacketVerdict::TornDown(d) => (PacketOutcome::TornDown, d.filter_name),
@@ -338,9 +469,10 @@ impl Device {
             }
             Op::VmFrame { direction, interface, vm2vm } => {
                 let luid = interface.as_ref().and_then(|i| self.luids.get(i).copied());
-                verdict_of(&self.engine.classify(&ClassifyContext::mac_frame(*direction, luid, *vm2vm)))
+                verdict_of(&lock(&self.engine).classify(&ClassifyContext::mac_frame(*direction, luid, *vm2vm)))
             }
             Op::Watch { .. } | Op::Unwatch { .. } => Observation::Done,
+            Op::Agent { state, settings } => return self.agent(case, *state, *settings),
         })
     }
 }

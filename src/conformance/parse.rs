@@ -10,9 +10,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::case::{
-    Case, Conditions, ErrorKind, Expect, FilterAction, FilterDef, LayerName, Op, PacketOutcome, ProcessDef, Step,
-    SublayerDef, Traffic, Verdict, WeightSpec,
+    AgentDef, AgentEndpoint, AgentException, AgentSettings, AgentState, Case, Conditions, ErrorKind, Expect,
+    FilterAction, FilterDef, LayerName, Op, PacketOutcome, ProcessDef, Step, SublayerDef, Traffic, Verdict, WeightSpec,
 };
+use crate::config::FilterLifetime;
 use crate::input::{InputError, Source, line_col};
 use crate::wfp::{
     ALL_ROUTERS, DEFAULT_HOP_LIMIT, DHCPV6_ALL_SERVERS_LINK, Direction, HostModel, IpPrefix, Layer, NDP_HOP_LIMIT,
@@ -80,7 +81,31 @@ struct RawCase {
     sublayers: Vec<Spanned<RawSublayer>>,
     #[serde(default, rename = "filter")]
     filters: Vec<Spanned<RawFilter>>,
+    agent: Option<Spanned<RawAgent>>,
     script: Option<Spanned<RawScript>>,
+}
+
+/// `[agent]`: the Lockstep agent's own lockdown, in the lab's terms.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    process: Spanned<String>,
+    filter_lifetime: Field<String>,
+    boot_time_filters: Option<bool>,
+    sublayer_weight: Option<u16>,
+    allow_loopback: Option<bool>,
+    allow_lan: Option<bool>,
+    allow_dhcp: Option<bool>,
+    #[serde(default)]
+    allow: Vec<Spanned<RawAllow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllow {
+    process: Spanned<String>,
+    service_sid: Field<String>,
+    to: Spanned<Vec<Spanned<String>>>,
 }
 
 /// `[script]`: a table, so that it can follow the `[[process]]` and `[[filter]]` tables.
@@ -184,6 +209,10 @@ struct RawStep {
     no_match: Field<bool>,
     expect_error: Field<String>,
     waited_ms: Field<u32>,
+    state: Field<String>,
+    allow_loopback: Field<bool>,
+    allow_lan: Field<bool>,
+    allow_dhcp: Field<bool>,
     #[allow(dead_code)]
     note: Option<String>,
 }
@@ -222,6 +251,10 @@ impl RawStep {
             ("no_match", span_of(&self.no_match)),
             ("expect_error", span_of(&self.expect_error)),
             ("waited_ms", span_of(&self.waited_ms)),
+            ("state", span_of(&self.state)),
+            ("allow_loopback", span_of(&self.allow_loopback)),
+            ("allow_lan", span_of(&self.allow_lan)),
+            ("allow_dhcp", span_of(&self.allow_dhcp)),
         ];
         fields.into_iter().filter_map(|(n, s)| s.map(|s| (n, s))).collect()
     }
@@ -257,6 +290,7 @@ const ACTIONS: &[(&str, &[&str], &[&str], bool)] = &[
     ("vm_frame", &["dir", "expect"], &["interface", "vm2vm", "decided_by", "no_match"], false),
     ("watch", &["name", "dir", "expect"], &[], false),
     ("unwatch", &["name"], &[], false),
+    ("agent", &["state"], &["allow_loopback", "allow_lan", "allow_dhcp"], true),
 ];
 
 /// Parses and checks the case in `path`; errors name the path as given.
@@ -371,6 +405,10 @@ impl Parser<'_> {
                 return Err(self.err(span, format!("filter `{}` is declared twice", f.name)));
             }
         }
+        let agent = match &raw.agent {
+            Some(a) => Some(self.agent(a.get_ref(), &processes)?),
+            None => None,
+        };
         let mut case = Case {
             id,
             number,
@@ -382,6 +420,7 @@ impl Parser<'_> {
             processes,
             sublayers,
             filters,
+            agent,
             steps: Vec::new(),
         };
         let steps = match raw.script {
@@ -745,7 +784,98 @@ impl Parser<'_> {
                 let expect = self.verdict_expect(&r)?;
                 Ok(vec![(op, expect)])
             }
+            "agent" => {
+                let Some(agent) = &case.agent else {
+                    return Err(self.err(r.action.span(), "an `agent` step needs the case's `[agent]` table"));
+                };
+                let st = r.state.as_ref().expect("required");
+                let state = match st.get_ref().as_str() {
+                    "locked" => AgentState::Locked,
+                    "connected" => AgentState::Connected,
+                    other => {
+                        return Err(self.err(st.span(), format!("unknown agent state `{other}` (locked or connected)")));
+                    }
+                };
+                let d = agent.settings;
+                let settings = AgentSettings {
+                    allow_loopback: r.allow_loopback.as_ref().map_or(d.allow_loopback, |v| *v.get_ref()),
+                    allow_lan: r.allow_lan.as_ref().map_or(d.allow_lan, |v| *v.get_ref()),
+                    allow_dhcp: r.allow_dhcp.as_ref().map_or(d.allow_dhcp, |v| *v.get_ref()),
+                };
+                one(Op::Agent { state, settings })
+            }
             _ => unreachable!("every action in ACTIONS is handled"),
+        }
+    }
+
+    fn agent(&self, r: &RawAgent, processes: &[ProcessDef]) -> Result<AgentDef, InputError> {
+        let declared = |p: &Spanned<String>| -> Result<String, InputError> {
+            match processes.iter().find(|q| &q.name == p.get_ref()) {
+                None => {
+                    Err(self.err(p.span(), format!("unknown process `{}` (declare it in [[process]])", p.get_ref())))
+                }
+                Some(q) => match crate::wfp::AppId::from_image_path(&q.image) {
+                    Ok(_) => Ok(q.name.clone()),
+                    Err(e) => Err(self.err(p.span(), format!("process `{}`: {e}", q.name))),
+                },
+            }
+        };
+        let process = declared(&r.process)?;
+        let filter_lifetime = match &r.filter_lifetime {
+            None => FilterLifetime::Persistent,
+            Some(l) => match l.get_ref().as_str() {
+                "dynamic" => FilterLifetime::Dynamic,
+                "static" => FilterLifetime::Static,
+                "persistent" => FilterLifetime::Persistent,
+                other => {
+                    let msg = format!("unknown filter lifetime `{other}` (dynamic, static or persistent)");
+                    return Err(self.err(l.span(), msg));
+                }
+            },
+        };
+        let defaults = AgentSettings::default();
+        let settings = AgentSettings {
+            allow_loopback: r.allow_loopback.unwrap_or(defaults.allow_loopback),
+            allow_lan: r.allow_lan.unwrap_or(defaults.allow_lan),
+            allow_dhcp: r.allow_dhcp.unwrap_or(defaults.allow_dhcp),
+        };
+        let mut allow = Vec::new();
+        for a in &r.allow {
+            let a = a.get_ref();
+            let mut to = Vec::new();
+            for t in a.to.get_ref() {
+                to.push(self.agent_endpoint(t)?);
+            }
+            if to.is_empty() {
+                return Err(self.err(a.to.span(), "an exception needs at least one destination in `to`"));
+            }
+            allow.push(AgentException {
+                process: declared(&a.process)?,
+                service_sid: a.service_sid.as_ref().map(|s| self.non_empty(s, "`service_sid`")).transpose()?,
+                to,
+            });
+        }
+        Ok(AgentDef {
+            process,
+            filter_lifetime,
+            boot_time_filters: r.boot_time_filters.unwrap_or(true),
+            sublayer_weight: r.sublayer_weight.unwrap_or(0xFFFF),
+            settings,
+            allow,
+        })
+    }
+
+    /// `203.0.113.20:443`, `[2001:db8::20]:443` (a host and port) or `203.0.113.0/24` (any port).
+    fn agent_endpoint(&self, t: &Spanned<String>) -> Result<AgentEndpoint, InputError> {
+        if let Ok(sa) = t.get_ref().parse::<SocketAddr>() {
+            return Ok(AgentEndpoint { prefix: IpPrefix::host(sa.ip()), port: Some(sa.port()) });
+        }
+        match t.get_ref().parse::<IpPrefix>() {
+            Ok(prefix) => Ok(AgentEndpoint { prefix, port: None }),
+            Err(_) => Err(self.err(
+                t.span(),
+                format!("`{}` is not a destination: write `ip:port`, `[ipv6]:port` or an address prefix", t.get_ref()),
+            )),
         }
     }
 
@@ -1131,14 +1261,14 @@ action = "block"
             error(r#"  { do = "connect", expct = "permit" },"#),
             at(
                 21,
-                "unknown field `expct`, expected one of `do`, `session`, `process`, `dynamic`, `txn_wait_ms`, `sublayer`, `filter`, `interface`, `flow`, `class`, `proto`, `local`, `remote`, `loopback`, `icmp_type`, `icmp_code`, `hop_limit`, `dir`, `via`, `host_model`, `vm2vm`, `name`, `expect`, `decided_by`, `no_match`, `expect_error`, `waited_ms`, `note`"
+                "unknown field `expct`, expected one of `do`, `session`, `process`, `dynamic`, `txn_wait_ms`, `sublayer`, `filter`, `interface`, `flow`, `class`, `proto`, `local`, `remote`, `loopback`, `icmp_type`, `icmp_code`, `hop_limit`, `dir`, `via`, `host_model`, `vm2vm`, `name`, `expect`, `decided_by`, `no_match`, `expect_error`, `waited_ms`, `state`, `allow_loopback`, `allow_lan`, `allow_dhcp`, `note`"
             )
         );
         let cases = [
             (
                 r#"  { do = "jump" },"#,
                 10,
-                "unknown step `jump` (one of: open_session, close_session, add_sublayer, add_filter, delete_filter, begin, commit, abort, kill, bfe_stop, bfe_start, bfe_restart, reboot, power_on, sleep_resume, recreate_interface, connect, accept, packet, close_flow, vm_frame, watch, unwatch)",
+                "unknown step `jump` (one of: open_session, close_session, add_sublayer, add_filter, delete_filter, begin, commit, abort, kill, bfe_stop, bfe_start, bfe_restart, reboot, power_on, sleep_resume, recreate_interface, connect, accept, packet, close_flow, vm_frame, watch, unwatch, agent)",
             ),
             (r#"  { do = "begin", session = "s", flow = "x" },"#, 41, "`flow` does not apply to a `begin` step"),
             (r#"  { do = "begin" },"#, 10, "a `begin` step needs `session`"),

@@ -110,7 +110,10 @@ pub struct Gateway {
     /// The last app token signed per (session, app): claims are whole
     /// seconds and ES256 signatures here are deterministic (RFC 6979), so
     /// the same claims in the same second give the same token; it is
-    /// reused instead of signed again.
+    /// reused instead of signed again. The comparison covers every claim,
+    /// `exp` included, which is capped at the session's (and MFA
+    /// session's) end before the lookup, so a reused token never outlives
+    /// its session either.
     app_tokens: Mutex<BTreeMap<(String, String), (AppTokenClaims, String)>>,
 }
 
@@ -207,8 +210,7 @@ impl Gateway {
     pub async fn verify_id_tokens(&self, tokens: &[String]) -> usize {
         let mut accepted = 0;
         for token in tokens {
-            let now = self.clock.now();
-            match self.rp.validate(&self.http, &self.provider, token, now).await {
+            match self.rp.validate(&self.http, &self.provider, token).await {
                 Ok(_) => accepted += 1,
                 Err(e) => self.recorder.record(EventBody::GatewayLoginRejected { reason: e.to_string() }),
             }
@@ -268,14 +270,8 @@ impl Gateway {
         audience: &str,
         ignore_expiry: bool,
     ) -> Result<SessionClaims, TokenError> {
-        let expect = Expect {
-            issuer: self.issuer(),
-            audience,
-            now: self.clock.now(),
-            leeway_s: 0,
-            danger_ignore_expiry: ignore_expiry,
-        };
-        self.session_key.verify(token, &expect)
+        let expect = Expect { issuer: self.issuer(), audience, leeway_s: 0, danger_ignore_expiry: ignore_expiry };
+        self.session_key.verify(token, &expect, self.clock.now())
     }
 
     /// Verifies one of our own session tokens for `audience` and finds its
@@ -498,9 +494,7 @@ async fn callback(gw: &Gateway, ctx: &RequestCtx) -> Response {
         (None, _, _) => Err(LoginError::UnknownState),
         (Some(_), Some(err), _) => Err(LoginError::Provider(err.clone())),
         (Some(_), None, None) => Err(LoginError::Provider("no code".into())),
-        (Some(p), None, Some(code)) => {
-            gw.rp.complete(&gw.http, &gw.provider, code, &p, now).await.map(|claims| (p, claims))
-        }
+        (Some(p), None, Some(code)) => gw.rp.complete(&gw.http, &gw.provider, code, &p).await.map(|claims| (p, claims)),
     };
     let (pending, claims) = match result {
         Ok(ok) => ok,
@@ -572,6 +566,18 @@ impl Gateway {
         }
     }
 
+    /// When the MFA verification `mfa` stops satisfying `app`: for an app whose
+    /// policy requires MFA (not at every login), the verification's time plus the
+    /// app's MFA session; `None` when no such limit applies.
+    fn mfa_session_end(&self, app: &AppConfig, session: &Session, mfa: Option<&str>) -> Option<UnixMillis> {
+        if self.config.danger_skip_mfa {
+            return None;
+        }
+        let requirement = self.mfa_requirement(app, &session.groups).ok().flatten()?;
+        let verification = session.mfa.iter().find(|v| Some(v.id.as_str()) == mfa)?;
+        (!requirement.every_login()).then(|| verification.verified_at.plus(requirement.session_duration))
+    }
+
     /// Signs a request to the MFA service and the URL that carries it.
     fn mfa_request_url(
         &self,
@@ -592,7 +598,8 @@ impl Gateway {
             return_to: format!("{}{MFA_RETURN_PATH}", self.config.auth_url.trim_end_matches('/')),
             jti: jti.to_string(),
             iat: now.as_secs(),
-            exp: now.plus(MFA_REQUEST_TTL).as_secs(),
+            // Never beyond the session it is for.
+            exp: now.plus(MFA_REQUEST_TTL).min(session.expires).as_secs(),
         };
         let token = self.key.sign(&claims)?;
         let mut url = format!("{}{path}?request=", self.mfa_url);
@@ -610,6 +617,18 @@ impl Gateway {
     }
 }
 
+/// When an app token minted at `now` stops being valid: after `ttl`, but never
+/// after the session's end nor, for an app that requires MFA, after the end
+/// of the app's MFA session (`mfa_end`). Claims are whole seconds and an
+/// origin accepts a token while `now < exp`, so `exp` is the end rounded
+/// down: a token never outlives what it stands for, at the price of being
+/// refused up to a second early.
+fn app_token_end(now: UnixMillis, ttl: Duration, session_end: UnixMillis, mfa_end: Option<UnixMillis>) -> UnixMillis {
+    let end = now.plus(ttl).min(session_end);
+    let end = mfa_end.map_or(end, |m| end.min(m));
+    UnixMillis::from_secs(end.as_secs())
+}
+
 /// Sends the browser to the app's domain with a short-lived hand-off token
 /// that the gateway turns into the app's cookie there.
 fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session, mfa: Option<String>) -> Response {
@@ -619,12 +638,13 @@ fn handoff(gw: &Gateway, app: &str, url: &Url, session: &Session, mfa: Option<St
         path.push('?');
         path.push_str(q);
     }
-    let end = now.plus(HANDOFF_TTL).min(session.expires);
-    let Ok(token) = gw.sign_session(session, app, end, Some(path), mfa) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
-    };
     let Some(app_config) = gw.app_named(app) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "unknown app").into_response();
+    };
+    let end = now.plus(HANDOFF_TTL).min(session.expires);
+    let end = gw.mfa_session_end(app_config, session, mfa.as_deref()).map_or(end, |m| end.min(m));
+    let Ok(token) = gw.sign_session(session, app, end, Some(path), mfa) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
     };
     let mut location = gw.app_url(app_config, AUTHORIZED_PATH);
     location.push_str("?token=");
@@ -645,13 +665,17 @@ fn authorized(gw: &Gateway, ctx: &RequestCtx, app: &AppConfig) -> Response {
         Ok(s) => s,
         Err(p) => return reject(gw, ctx, Some(&app.name), StatusCode::UNAUTHORIZED, p.as_str()),
     };
-    let Ok(app_token) = gw.sign_session(&session, &app.name, session.expires, None, claims.mfa.clone()) else {
+    // The app cookie ends with the session and, for an app that requires MFA, with
+    // the app's MFA session.
+    let end = session.expires;
+    let end = gw.mfa_session_end(app, &session, claims.mfa.as_deref()).map_or(end, |m| end.min(m));
+    let Ok(app_token) = gw.sign_session(&session, &app.name, end, None, claims.mfa.clone()) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response();
     };
     gw.decide(ctx, Some(&app.name), GatewayVerdict::Serve, Some(302), Some(&session), "app session set");
     let path = claims.path.unwrap_or_else(|| "/".into());
     let path = if path.starts_with('/') && !path.starts_with("//") { path } else { "/".into() };
-    with_cookie(redirect(&path), &gw.cookie(APP_COOKIE, &app_token, session.expires.since(now)))
+    with_cookie(redirect(&path), &gw.cookie(APP_COOKIE, &app_token, end.since(now)))
 }
 
 /// Finishes a login to `app`: asks for the edge MFA first when the app's
@@ -739,12 +763,13 @@ fn app_login(gw: &Gateway, ctx: &RequestCtx, app: &str, url: &Url, session: &Ses
 /// The MFA service sends the user back with evidence of a second factor.
 async fn mfa_return(gw: &Gateway, ctx: &RequestCtx) -> Response {
     let evidence = ctx.query.get("evidence").cloned().unwrap_or_default();
-    let now = gw.clock.now();
-    let expect = Expect { issuer: &gw.mfa_url, audience: gw.issuer(), now, leeway_s: 0, danger_ignore_expiry: false };
+    let expect = Expect { issuer: &gw.mfa_url, audience: gw.issuer(), leeway_s: 0, danger_ignore_expiry: false };
     let claims: MfaEvidenceClaims = match gw.mfa_keys.verify(&gw.http, &evidence, &expect).await {
         Ok(c) => c,
         Err(e) => return reject(gw, ctx, None, StatusCode::BAD_REQUEST, &format!("mfa evidence: {e}")),
     };
+    // After the (possible) fetch of the MFA service's keys.
+    let now = gw.clock.now();
     let pending = gw.pending_mfa.lock().unwrap_or_else(PoisonError::into_inner).get(&claims.request).cloned();
     let Some(pending) = pending.filter(|p| now.since(p.created) < MFA_REQUEST_TTL) else {
         return reject(gw, ctx, None, StatusCode::BAD_REQUEST, "mfa evidence answers no pending request");
@@ -928,6 +953,12 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
             by: v.by.clone(),
         });
     }
+    let expires = if gw.config.danger_app_token_outlives_session {
+        now.plus(gw.config.app_token_ttl)
+    } else {
+        let mfa_end = gw.mfa_session_end(app, &session, claims.mfa.as_deref());
+        app_token_end(now, gw.config.app_token_ttl, session.expires, mfa_end)
+    };
     let claims_out = AppTokenClaims {
         iss: gw.issuer().to_string(),
         aud: app.name.clone(),
@@ -935,7 +966,7 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         email: session.email.clone(),
         sid: session.sid.clone(),
         iat: now.as_secs(),
-        exp: now.plus(gw.config.app_token_ttl).as_secs(),
+        exp: expires.as_secs(),
         mfa: mfa_claim,
     };
     let app_token = match gw.app_token(claims_out) {
@@ -968,6 +999,89 @@ async fn app_request(gw: &Gateway, ctx: RequestCtx, app: &AppConfig, body: Body)
         Err(e) => {
             gw.decide(&ctx, Some(&app.name), GatewayVerdict::BadGateway, Some(502), Some(&session), &e.to_string());
             (StatusCode::BAD_GATEWAY, "origin unreachable").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LabConfig;
+    use crate::net::Clock;
+    use crate::net::real::TokioNet;
+    use crate::policy::FactorKind;
+
+    const T: u64 = 1_772_614_800_000;
+
+    struct Fixed;
+    impl Clock for Fixed {
+        fn now(&self) -> UnixMillis {
+            UnixMillis(T)
+        }
+    }
+
+    /// The default lab's gateway, with `code` (keys only, a 12 h MFA session) as the MFA app.
+    fn gateway() -> Gateway {
+        let (lab, _) = LabConfig::parse(&LabConfig::default_source()).unwrap();
+        let clock: SharedClock = Arc::new(Fixed);
+        let recorder = Recorder::new(UnixMillis(T), clock.clone());
+        let http = HttpClient::new(Arc::new(TokioNet), crate::net::Directory::default());
+        Gateway::new(lab.gateway, &lab.mfa, clock, SeededRng::from_seed(1), recorder, http).unwrap()
+    }
+
+    fn session(verified_at: UnixMillis) -> Session {
+        Session {
+            sid: "s".into(),
+            user: "bob".into(),
+            email: String::new(),
+            groups: vec!["engineering".into()],
+            device: None,
+            issued: UnixMillis(T),
+            expires: UnixMillis(T + 8 * 3_600_000),
+            revoked: None,
+            amr: vec![],
+            auth_time: None,
+            mfa: vec![MfaVerification {
+                id: "v1".into(),
+                factor: FactorKind::SecurityKey,
+                verified_at,
+                device: None,
+                by: "mfa".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn tokens_for_an_mfa_app_end_with_its_mfa_session() {
+        let gw = gateway();
+        let (chat, code) = (gw.app_named("chat").unwrap().clone(), gw.app_named("code").unwrap().clone());
+        // Verified 11 h 59 m 30 s ago: code's 12 h MFA session ends in 30 s.
+        let s = session(UnixMillis(T).minus(Duration::from_secs(12 * 3600 - 30)));
+        let end = gw.mfa_session_end(&code, &s, Some("v1"));
+        assert_eq!(end, Some(UnixMillis(T + 30_000)));
+        assert_eq!(app_token_end(UnixMillis(T), Duration::from_secs(60), s.expires, end), UnixMillis(T + 30_000));
+        // Another verification, no verification, or an app without MFA: no MFA limit.
+        assert_eq!(gw.mfa_session_end(&code, &s, Some("v2")), None);
+        assert_eq!(gw.mfa_session_end(&code, &s, None), None);
+        assert_eq!(gw.mfa_session_end(&chat, &s, Some("v1")), None);
+    }
+
+    #[test]
+    fn an_app_token_never_outlives_its_session_or_mfa_session() {
+        let ttl = Duration::from_secs(60);
+        let now = UnixMillis(T + 500);
+        // Far from any end: the TTL, in whole seconds.
+        assert_eq!(app_token_end(now, ttl, UnixMillis(T + 3_600_000), None), UnixMillis(T + 60_000));
+        // The session ends 10.9 s from now: the token ends with it, rounded down.
+        assert_eq!(app_token_end(now, ttl, UnixMillis(T + 10_900), None), UnixMillis(T + 10_000));
+        // The app's MFA session ends sooner than the session.
+        let mfa_end = Some(UnixMillis(T + 5_250));
+        assert_eq!(app_token_end(now, ttl, UnixMillis(T + 10_900), mfa_end), UnixMillis(T + 5_000));
+        // Whatever the inputs, exp (seconds) is never past an end.
+        for offset in [0u64, 1, 499, 500, 999, 1000, 59_999, 61_001] {
+            let session_end = UnixMillis(T + offset);
+            let exp = app_token_end(now, ttl, session_end, None);
+            assert!(exp <= session_end && exp.as_secs() * 1000 == exp.0, "{offset}: {exp:?}");
         }
     }
 }

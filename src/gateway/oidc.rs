@@ -208,14 +208,15 @@ impl RelyingParty {
         Ok(url)
     }
 
-    /// Exchanges `code` and validates the ID token it yields.
+    /// Exchanges `code` and validates the ID token it yields. Its times are
+    /// checked when it is verified, after the exchange and any key fetch
+    /// (see [`RelyingParty::validate`]), not when the callback arrived.
     pub async fn complete(
         &self,
         http: &HttpClient,
         cache: &tokio::sync::Mutex<ProviderCache>,
         code: &str,
         pending: &PendingLogin,
-        now: UnixMillis,
     ) -> Result<IdentityClaims, LoginError> {
         let metadata = self.metadata(http, cache).await?;
         let url = Url::parse(&metadata.token_endpoint).map_err(|e| LoginError::Discovery(e.to_string()))?;
@@ -245,7 +246,7 @@ impl RelyingParty {
             serde_json::from_slice(&response.body).map_err(|e| LoginError::TokenEndpoint(e.to_string()))?;
         let id_token =
             tokens.id_token.ok_or_else(|| LoginError::TokenEndpoint("no id_token in the response".into()))?;
-        let claims = self.validate(http, cache, &id_token, now).await?;
+        let claims = self.validate(http, cache, &id_token).await?;
         if claims.nonce.as_deref() != Some(pending.nonce.as_str()) {
             return Err(LoginError::IdToken(TokenError::NonceMismatch));
         }
@@ -253,18 +254,18 @@ impl RelyingParty {
     }
 
     /// Validates an ID token's signature (against the provider's keys) and
-    /// registered claims; the caller checks the nonce.
+    /// registered claims; the caller checks the nonce. `exp`, `iat` and
+    /// `nbf` are checked with the leeway against the clock read at the
+    /// instant of the check, after the key cache fetched whatever it needed.
     pub async fn validate(
         &self,
         http: &HttpClient,
         cache: &tokio::sync::Mutex<ProviderCache>,
         id_token: &str,
-        now: UnixMillis,
     ) -> Result<IdentityClaims, LoginError> {
         let expect = Expect {
             issuer: &self.issuer,
             audience: &self.client_id,
-            now,
             leeway_s: self.leeway_s,
             danger_ignore_expiry: false,
         };

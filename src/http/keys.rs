@@ -17,7 +17,12 @@
 //!   oldest forgotten first), keyed by its exact bytes, as Envoy's JWT cache
 //!   does: seen again (the gateway reuses an app token for up to a second),
 //!   it skips the signature check but never the claims checks, which run
-//!   against the clock at every use. Every fetch, failed or not, forgets
+//!   against the clock at every use.
+//! * **Time of the check.** The time claims (`exp`, `nbf`, `iat`) are
+//!   checked against the cache's clock read at the instant they are
+//!   checked: after any key fetch, never at the time the token arrived, so
+//!   a slow key endpoint neither stretches a token's life nor makes a fresh
+//!   token look issued in the future. Every fetch, failed or not, forgets
 //!   them all, so a key the peer removed stops counting exactly when it
 //!   would without the memo. Signatures are checked outside the cache's
 //!   lock, so verifiers on other threads do not queue behind one another.
@@ -246,7 +251,8 @@ impl RemoteKeys {
     }
 
     /// Verifies `token` against the keys, refetching them (at a bounded
-    /// rate) if it names an unknown key id.
+    /// rate) if it names an unknown key id. Its time claims are checked at
+    /// the instant of the check (this cache's clock, read after any fetch).
     pub async fn verify<T: DeserializeOwned>(
         &self,
         http: &HttpClient,
@@ -279,21 +285,21 @@ impl RemoteKeys {
         let mut state = self.state.lock().await;
         let keys = self.current(http, &mut state).await?;
         if let Some(claims) = state.verified.get(token) {
-            return Ok(check_claims(claims.clone(), expect)?);
+            return Ok(check_claims(claims.clone(), expect, self.clock.now())?);
         }
         let generation = state.generation;
         drop(state);
         match verify_signature(token, &keys) {
             Ok(claims) => {
                 self.state.lock().await.remember(generation, token, &claims);
-                Ok(check_claims(claims, expect)?)
+                Ok(check_claims(claims, expect, self.clock.now())?)
             }
             Err(TokenError::UnknownKey(kid)) => {
                 let mut state = self.state.lock().await;
                 if state.generation != generation {
                     // Another verifier fetched meanwhile: the new set answers.
                     let keys = self.current(http, &mut state).await?;
-                    return Ok(verify(token, &keys, expect)?);
+                    return Ok(verify(token, &keys, expect, self.clock.now())?);
                 }
                 let now = self.clock.now();
                 let recently = state.fetched.is_some_and(|t| now.since(t) < self.policy.min_refetch);
@@ -301,7 +307,7 @@ impl RemoteKeys {
                     return Err(KeysError::UnknownKeyRateLimited(kid));
                 }
                 let keys = self.fetch(http, &mut state, FetchReason::UnknownKid).await?;
-                Ok(verify(token, &keys, expect)?)
+                Ok(verify(token, &keys, expect, self.clock.now())?)
             }
             Err(e) => Err(e.into()),
         }
@@ -339,10 +345,14 @@ mod tests {
     struct Published {
         keys: Mutex<(Vec<SigningKey>, Option<String>, u16)>,
         fetches: AtomicUsize,
+        /// The verifier's clock and how far each fetch moves it (a slow key endpoint).
+        clock: Arc<ManualClock>,
+        fetch_takes_ms: AtomicU64,
     }
 
     async fn jwks(State(p): State<Arc<Published>>) -> axum::response::Response {
         p.fetches.fetch_add(1, Ordering::SeqCst);
+        p.clock.0.fetch_add(p.fetch_takes_ms.load(Ordering::SeqCst), Ordering::SeqCst);
         let (keys, cache_control, status) = p.keys.lock().unwrap().clone();
         let set = jwk_set(&keys.iter().collect::<Vec<_>>());
         let mut response = axum::Json(set).into_response();
@@ -371,15 +381,17 @@ mod tests {
 
     impl Fixture {
         async fn new(published: Vec<SigningKey>, cache_control: Option<&str>) -> Fixture {
+            let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
             let published = Arc::new(Published {
                 keys: Mutex::new((published, cache_control.map(str::to_string), 200)),
                 fetches: AtomicUsize::new(0),
+                clock: clock.clone(),
+                fetch_takes_ms: AtomicU64::new(0),
             });
             let listener = TokioNet.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             let addr = listener.local_addr().unwrap();
             let router = Router::new().route("/jwks", get(jwks)).with_state(published.clone());
             tokio::spawn(crate::http::serve(listener, router));
-            let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
             let shared: SharedClock = clock.clone();
             let recorder = Recorder::new(UnixMillis(T0), shared.clone());
             let keys = RemoteKeys::new(format!("http://{addr}/jwks"), shared).traced(recorder.clone());
@@ -405,8 +417,7 @@ mod tests {
         }
 
         async fn verify(&self, token: &str) -> Result<Claims, KeysError> {
-            let expect =
-                Expect { issuer: "i", audience: "a", now: self.clock.now(), leeway_s: 0, danger_ignore_expiry: false };
+            let expect = Expect { issuer: "i", audience: "a", leeway_s: 0, danger_ignore_expiry: false };
             self.keys.verify(&self.http, token, &expect).await
         }
 
@@ -523,6 +534,27 @@ mod tests {
         f.advance(Duration::from_secs(50));
         assert!(f.verify(&long).await.is_err(), "a remembered token outlives its key");
         assert!(f.keys.state.lock().await.verified.is_empty());
+    }
+
+    #[tokio::test]
+    async fn time_claims_are_checked_after_a_slow_key_fetch() {
+        let a = key("a");
+        let f = Fixture::new(vec![a.clone()], None).await;
+        // The key endpoint takes 20 s to answer the first fetch.
+        f.published.fetch_takes_ms.store(20_000, Ordering::SeqCst);
+        let now = f.clock.now().as_secs();
+        let short = a.sign(&Claims { iss: "i".into(), aud: "a".into(), exp: now + 10, iat: now }).unwrap();
+        let err = f.verify(&short).await.map(|_| ()).unwrap_err();
+        assert!(
+            matches!(err, KeysError::Token(TokenError::Expired { .. })),
+            "expired during the fetch, checked after it: {err}"
+        );
+        // A token issued while the fetch ran is not "issued in the future".
+        f.advance(Duration::from_secs(300));
+        let then = f.clock.now().as_secs();
+        let fresh = a.sign(&Claims { iss: "i".into(), aud: "a".into(), exp: then + 100, iat: then + 20 }).unwrap();
+        f.verify(&fresh).await.unwrap();
+        assert_eq!(f.fetch_reasons(), ["first_use", "ttl_expired"]);
     }
 
     #[tokio::test]

@@ -104,14 +104,8 @@ mod tests {
     const NOW: u64 = 1_772_614_800;
 
     fn check(token: &str, keys: &JwkSet) -> Result<C, TokenError> {
-        let expect = Expect {
-            issuer: "https://idp",
-            audience: "gw",
-            now: UnixMillis::from_secs(NOW),
-            leeway_s: 0,
-            danger_ignore_expiry: false,
-        };
-        verify(token, keys, &expect)
+        let expect = Expect { issuer: "https://idp", audience: "gw", leeway_s: 0, danger_ignore_expiry: false };
+        verify(token, keys, &expect, UnixMillis::from_secs(NOW))
     }
 
     #[test]

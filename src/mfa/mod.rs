@@ -287,13 +287,8 @@ impl MfaService {
     }
 
     async fn check_request(&self, token: &str) -> Result<MfaRequestClaims, Refusal> {
-        let expect = Expect {
-            issuer: &self.gateway_url,
-            audience: MFA_AUDIENCE,
-            now: self.clock.now(),
-            leeway_s: 0,
-            danger_ignore_expiry: false,
-        };
+        let expect =
+            Expect { issuer: &self.gateway_url, audience: MFA_AUDIENCE, leeway_s: 0, danger_ignore_expiry: false };
         let claims: MfaRequestClaims = self
             .gateway_keys
             .verify(&self.http, token, &expect)
@@ -467,11 +462,10 @@ impl MfaService {
         let expect = Expect {
             issuer: &self.config.url,
             audience: MFA_SESSION_AUDIENCE,
-            now: self.clock.now(),
             leeway_s: 0,
             danger_ignore_expiry: false,
         };
-        let claims: MfaSessionClaims = self.cookie_key.verify(&token, &expect).ok()?;
+        let claims: MfaSessionClaims = self.cookie_key.verify(&token, &expect, self.clock.now()).ok()?;
         let fresh = self.clock.now().since(claims.verified_at) <= Duration::from_secs(*max_age_s);
         let still_enrolled = self.state().store.factors(&claims.sub).iter().any(|f| f.kind() == claims.factor);
         (claims.sub == request.sub

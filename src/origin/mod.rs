@@ -23,7 +23,6 @@ use crate::trace::{EventBody, Recorder};
 pub struct Origin {
     app: String,
     issuer: String,
-    clock: SharedClock,
     recorder: Recorder,
     http: HttpClient,
     keys: RemoteKeys,
@@ -32,8 +31,10 @@ pub struct Origin {
 impl Origin {
     /// The origin of `app`, trusting app tokens issued by the gateway at `gateway_url`.
     pub fn new(app: &str, gateway_url: &str, clock: SharedClock, recorder: Recorder, http: HttpClient) -> Self {
-        let keys = RemoteKeys::new(format!("{}{CERTS_PATH}", gateway_url.trim_end_matches('/')), clock.clone());
-        Origin { app: app.to_string(), issuer: gateway_url.to_string(), clock, recorder, http, keys }
+        // The key cache checks a token's expiry against this clock at the
+        // instant of the check, after any fetch of the gateway's keys.
+        let keys = RemoteKeys::new(format!("{}{CERTS_PATH}", gateway_url.trim_end_matches('/')), clock);
+        Origin { app: app.to_string(), issuer: gateway_url.to_string(), recorder, http, keys }
     }
 
     /// Serves the app on `addr` until the host stops.
@@ -48,13 +49,7 @@ impl Origin {
     }
 
     async fn check(&self, token: &str) -> Result<AppTokenClaims, String> {
-        let expect = Expect {
-            issuer: &self.issuer,
-            audience: &self.app,
-            now: self.clock.now(),
-            leeway_s: 0,
-            danger_ignore_expiry: false,
-        };
+        let expect = Expect { issuer: &self.issuer, audience: &self.app, leeway_s: 0, danger_ignore_expiry: false };
         self.keys.verify(&self.http, token, &expect).await.map_err(|e| e.to_string())
     }
 }

@@ -63,6 +63,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("forged-token-unpublished-key", include_str!("../../scenarios/forged-token-unpublished-key.toml")),
     ("idp-profile-entra", include_str!("../../scenarios/idp-profile-entra.toml")),
     ("idp-outage", include_str!("../../scenarios/idp-outage.toml")),
+    ("app-token-session-end", include_str!("../../scenarios/app-token-session-end.toml")),
+    ("app-token-session-end-broken", include_str!("../../scenarios/app-token-session-end-broken.toml")),
+    ("slow-link-expired-id-token", include_str!("../../scenarios/slow-link-expired-id-token.toml")),
+    ("slow-idp-leeway-zero", include_str!("../../scenarios/slow-idp-leeway-zero.toml")),
 ];
 
 /// Prefix naming an embedded scenario on the command line.

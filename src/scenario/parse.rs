@@ -689,6 +689,8 @@ mod tests {
             ),
             ("expect_violations = [\"E9\"]\n[[step]]\ndo = \"boot\"\n", 3, 22, "unknown invariant"),
             ("[config.gateway]\nleeway = true\n[[step]]\ndo = \"boot\"\n", 4, 1, "gateway.leeway"),
+            ("[config.gateway]\nleeway = \"1500ms\"\n[[step]]\ndo = \"boot\"\n", 4, 1, "whole number of seconds"),
+            ("[config.gateway]\nleeway = \"6m\"\n[[step]]\ndo = \"boot\"\n", 4, 1, "largest clock leeway"),
             ("[[step]]\ndo = \"sign_in\"\n", 4, 6, "needs `user`"),
             ("[[step]]\ndo = \"kill\"\nprocess = \"explorer\"\n", 5, 11, "not a program"),
             ("[[step]]\ndo = \"idp_outage\"\n", 4, 6, "needs `duration`"),

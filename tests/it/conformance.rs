@@ -32,17 +32,116 @@ fn list(text: &str) -> UnsupportedList {
 fn every_case_passes_on_the_model() {
     let cases = cases();
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(ids.len(), 30);
+    assert_eq!(ids.len(), 33);
     assert_eq!(
         (ids[0], ids[8], ids[9], ids[12], ids[15], ids[21], ids[29]),
         ("A1", "A9", "B10", "C13", "D16", "E22", "E30")
     );
+    // Past the 30 checks of research §3.8: the agent's own lockdown.
+    assert_eq!(&ids[30..], ["E31", "C32", "D33"]);
+    assert!(cases[30..].iter().all(|c| c.agent.is_some() && c.filters.is_empty()));
     assert!(cases.iter().enumerate().all(|(i, c)| c.number as usize == i + 1), "one case per check, in order");
     let unsupported = load_unsupported(Path::new(MODEL_UNSUPPORTED)).unwrap_or_else(|e| panic!("{e}"));
     let report = run_suite(&mut WfpModel::new(), &cases, &unsupported);
     assert!(report.passed(), "{report}");
-    assert_eq!(report.counts(), (30, 0, 0, 0));
-    assert!(report.to_string().ends_with("30 passed, 0 failed, 0 unsupported, 0 stale entries, 0 unknown entries: OK"));
+    assert_eq!(report.counts(), (33, 0, 0, 0));
+    assert!(report.to_string().ends_with("33 passed, 0 failed, 0 unsupported, 0 stale entries, 0 unknown entries: OK"));
+}
+
+#[test]
+fn the_agents_own_lockdown_lets_ndp_and_dhcpv6_through() {
+    // E31 runs the filters agent::wfp_backend compiles: before issue 16 the lockdown
+    // blocked RS and NS out and RA, NA and Redirect in (LAN setting on or off).
+    let e31: Vec<Case> = cases().into_iter().filter(|c| c.id == "E31").collect();
+    let report = run_suite(&mut WfpModel::new(), &e31, &UnsupportedList::default());
+    assert!(report.passed(), "{report}");
+}
+
+/// A case of the agent's lockdown, with `steps` as its script.
+fn agent_case(steps: &str) -> Result<Case, lockstep::input::InputError> {
+    let text = format!(
+        r#"id = "E40"
+title = "t"
+source = "s"
+description = "d"
+
+[[process]]
+name = "agent"
+image = 'C:\Program Files\Lockstep\lockstep-agent.exe'
+user = "S-1-5-18"
+
+[[process]]
+name = "browser"
+image = 'C:\Program Files\Browser\browser.exe'
+user = "S-1-5-21-1"
+
+[agent]
+process = "agent"
+allow = [{{ process = "browser", to = ["203.0.113.20:443"] }}]
+
+[script]
+steps = [
+{steps}
+]
+"#
+    );
+    parse_case("agent.toml", &text)
+}
+
+#[test]
+fn agent_steps_install_the_filters_the_agent_compiles() {
+    let case = agent_case(
+        r#"  { do = "agent", state = "locked" },
+  { do = "connect", class = "ndp_rs", expect = "permit", decided_by = "lockstep: permit NDP router solicitation" },
+  { do = "connect", process = "browser", proto = "tcp", remote = "203.0.113.20:443", expect = "permit", decided_by = "lockstep: permit browser -> 203.0.113.20/32 port 443" },
+  { do = "connect", process = "browser", proto = "tcp", remote = "203.0.113.20:80", expect = "block", decided_by = "lockstep: block all" },
+  { do = "connect", process = "browser", proto = "udp", remote = "9.9.9.9:53", expect = "block", decided_by = "lockstep: block DNS" },
+  { do = "agent", state = "connected" },
+  { do = "connect", process = "browser", proto = "tcp", remote = "203.0.113.20:80", expect = "permit", decided_by = "lockstep: permit all (session live)" },
+  { do = "kill", process = "agent" },
+  { do = "connect", process = "browser", proto = "tcp", remote = "203.0.113.20:80", expect = "block", decided_by = "lockstep: block all" },"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let report = run_suite(&mut WfpModel::new(), &[case], &UnsupportedList::default());
+    assert!(report.passed(), "{report}");
+    // The same case expecting the lockdown to let plain HTTP through fails: the rules
+    // are the agent's, not the case's.
+    let wrong = agent_case(
+        r#"  { do = "agent", state = "locked", allow_lan = true },
+  { do = "connect", process = "browser", proto = "tcp", remote = "203.0.113.20:80", expect = "permit" },"#,
+    )
+    .unwrap();
+    let report = run_suite(&mut WfpModel::new(), &[wrong], &UnsupportedList::default());
+    let CaseOutcome::Fail(m) = &report.results[0].outcome else { panic!("{report}") };
+    assert_eq!(m.op, "connect Tcp 10.0.0.2:49152 -> 203.0.113.20:80 by `browser`");
+    assert_eq!(m.message, "expected Permit, got Block (decided by `lockstep: block all`)");
+}
+
+#[test]
+fn agent_case_errors_are_located() {
+    let err = |steps: &str| agent_case(steps).unwrap_err().to_string();
+    assert!(
+        err(r#"  { do = "agent", state = "asleep" },"#).contains("unknown agent state `asleep` (locked or connected)")
+    );
+    assert!(err(r#"  { do = "agent" },"#).contains("a `agent` step needs `state`"));
+    assert!(err(r#"  { do = "agent", state = "locked", allow_wan = true },"#).contains("unknown field `allow_wan`"));
+    assert!(err(r#"  { do = "agent", state = "locked", decided_by = "x" },"#).contains("`decided_by` does not apply"));
+    // The [agent] table is checked too.
+    let base = std::fs::read_to_string(format!("{CASES}/32-agent-lockdown-exceptions.toml")).unwrap();
+    let bad = |from: &str, to: &str| {
+        assert!(base.contains(from), "{from}");
+        parse_case("c32.toml", &base.replacen(from, to, 1)).unwrap_err().to_string()
+    };
+    let agent_exception = r#"{ process = "agent", to = ["203.0.113.10:443"] }"#;
+    let e = bad(agent_exception, r#"{ process = "agnet", to = ["203.0.113.10:443"] }"#);
+    assert!(e.starts_with("c32.toml:") && e.contains("unknown process `agnet`"), "{e}");
+    let e = bad(agent_exception, r#"{ process = "agent", to = ["gateway:443"] }"#);
+    assert!(e.contains("`gateway:443` is not a destination"), "{e}");
+    let e = bad("process = \"agent\"\nallow", "process = \"agent\"\nfilter_lifetime = \"forever\"\nallow");
+    assert!(e.contains("unknown filter lifetime `forever`"), "{e}");
+    let no_agent = "id = \"E40\"\ntitle = \"t\"\nsource = \"s\"\ndescription = \"d\"\n\n[script]\nsteps = [\n  { do = \"agent\", state = \"locked\" },\n]\n";
+    let e = parse_case("n.toml", no_agent).unwrap_err().to_string();
+    assert_eq!(e, "n.toml:8:10: an `agent` step needs the case's `[agent]` table");
 }
 
 #[test]
@@ -213,8 +312,10 @@ fn case_files_are_named_after_their_ids() {
 
 #[test]
 fn the_suite_is_pure_and_backend_neutral() {
-    // The suite and its model backend use the pure WFP model only: no runtime, no
-    // network seam, no simulated device or agent (ARCHITECTURE.md layering).
+    // The suite and its model backend use the pure WFP model and the agent's pure
+    // rule compiler only (agent::wfp_backend and the Firewall trait): no runtime, no
+    // network seam, no simulated device, not the agent's state machine
+    // (ARCHITECTURE.md layering).
     let mut files: Vec<_> = std::fs::read_dir("src/conformance").unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     assert!(files.len() >= 4);
@@ -229,13 +330,20 @@ fn the_suite_is_pure_and_backend_neutral() {
             "crate::net",
             "crate::http",
             "crate::device",
-            "crate::agent",
             "crate::world",
             "crate::scenario",
             "crate::oracle",
             "crate::trace",
         ] {
             assert!(!text.contains(banned), "{} contains `{banned}`", path.display());
+        }
+        for (i, _) in text.match_indices("crate::agent") {
+            let rest = &text[i + "crate::agent".len()..];
+            assert!(
+                rest.starts_with("::firewall") || rest.starts_with("::wfp_backend"),
+                "{} uses the agent beyond its Firewall trait and WFP backend",
+                path.display()
+            );
         }
     }
     // Only the model backend speaks WFP's API; the case schema and the runner do not.

@@ -9,7 +9,6 @@ mod device_network;
 mod explore;
 mod fleet;
 mod login_drivers;
-mod nft_conformance;
 mod nftables;
 mod oracle_can_fail;
 mod peer;

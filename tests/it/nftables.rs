@@ -12,8 +12,8 @@
 //! set, as `.ci/run` does, which turns a missing prerequisite into a
 //! failure: the rule of [`crate::peer`].
 //!
-//! [`Lab`] and its helpers are `pub` so another test module (the
-//! backend-neutral conformance suite) can reuse the fixture.
+//! The backend-neutral conformance suite runs on nftables through the CLI
+//! (`lab conformance --backend nftables`, tested in `lab/tests/conformance.rs`).
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -97,8 +97,19 @@ fn a_gateway_that_skips_the_expiry_check_violates_e4() {
     assert_eq!(invariants(&r), ["E4"], "{:#?}", r.violations);
     let v = &r.violations[0];
     assert!(v.message.contains("forwarded") && v.message.contains("expired"), "{v}");
-    // Both the gateway's forward and the origin's response are flagged.
-    assert!(r.violations.iter().any(|v| v.host == "chat"));
+    // The app token ends with the session, so the origin refuses what the
+    // broken gateway forwards: only the gateway is flagged.
+    assert!(r.violations.iter().all(|v| v.host == "gateway"), "{:#?}", r.violations);
+    let refused = r.trace.events.iter().any(|e| {
+        matches!(&e.body, lockstep::trace::EventBody::OriginRequest { status: 403, reason, .. } if reason.contains("expired"))
+    });
+    assert!(refused, "the origin refused the expired app token");
+    // With app tokens that outlive the session as well, the origin serves it
+    // and is flagged too.
+    let r = run_with("danger_skip_expiry_check = true\ndanger_app_token_outlives_session = true");
+    assert_eq!(invariants(&r), ["E4"], "{:#?}", r.violations);
+    assert!(r.violations.iter().any(|v| v.host == "gateway"));
+    assert!(r.violations.iter().any(|v| v.host == "chat" && v.message.contains("origin chat served")));
 }
 
 #[test]
